@@ -1,0 +1,180 @@
+"""From a network to the denoiser D(x, σ): preconditioning D = c_skip·x + c_out·F(c_in·x, c_noise).
+
+Karras et al. 2022, Table 1 / eq. 7. A network trained to predict ε, the score, x0 or v under any process is
+wrapped once into D; samplers, guidance, DMCMC and likelihood only ever see D.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..processes import DDPM, Process, get_process
+
+__all__ = [
+    "Denoiser",
+    "NetworkDenoiser",
+    "Preconditioning",
+    "PARAMETERIZATIONS",
+    "CONDITIONINGS",
+    "sigma_vector",
+    "bcast",
+]
+
+PARAMETERIZATIONS = ("eps", "score", "x0", "v", "edm")
+CONDITIONINGS = ("t", "t999", "sigma", "log_sigma", "index")
+
+
+def sigma_vector(sigma, x: Tensor) -> Tensor:
+    """σ as a [B] tensor in x's dtype/device, from a float, 0-d tensor or [B] tensor."""
+    s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    if s.ndim == 0:
+        s = s.expand(x.shape[0])
+    return s.reshape(x.shape[0])
+
+
+def bcast(v: Tensor, x: Tensor) -> Tensor:
+    """[B] → [B, 1, …, 1] to broadcast against x."""
+    return v.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+class Denoiser(nn.Module):
+    """D(x, σ) ≈ E[x0 | x0 + σ·n = x]. Subclasses implement `denoise`.
+
+    Attributes: `sigma_min`, `sigma_max` (the range it is valid for), `process` (the process it was
+    trained under; decides default schedules), `data_shape`, `num_classes` (0 if unconditional).
+    """
+
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    num_classes: int = 0
+
+    def __init__(self, process: Process | None = None, data_shape: tuple[int, ...] | None = None):
+        super().__init__()
+        self.process = process
+        self.data_shape = tuple(data_shape) if data_shape is not None else None
+        if process is not None:
+            self.sigma_min, self.sigma_max = process.sigma_min, process.sigma_max
+
+    def forward(self, x: Tensor, sigma, class_labels: Tensor | None = None) -> Tensor:
+        return self.denoise(x, sigma_vector(sigma, x), class_labels)
+
+    def denoise(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def score(self, x: Tensor, sigma, class_labels: Tensor | None = None) -> Tensor:
+        """∇_x log p_σ(x) = (D − x)/σ² in σ-space."""
+        s = bcast(sigma_vector(sigma, x), x)
+        return (self(x, sigma, class_labels) - x) / s**2
+
+
+class Preconditioning:
+    """c_skip, c_out, c_in, c_noise for a parameterisation under a process (all functions of σ)."""
+
+    def __init__(
+        self,
+        process: Process,
+        parameterization: str = "eps",
+        conditioning: str = "t",
+        sigma_data: float = 0.5,
+    ):
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(
+                f"unknown parameterization {parameterization!r} (choose from {', '.join(PARAMETERIZATIONS)})"
+            )
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"unknown conditioning {conditioning!r} (choose from {', '.join(CONDITIONINGS)})")
+        if conditioning == "index" and not isinstance(process, DDPM):
+            raise ValueError("conditioning 'index' needs the discrete ddpm process")
+        self.process = process
+        self.parameterization = parameterization
+        self.conditioning = conditioning
+        self.sigma_data = float(sigma_data)
+
+    def coefficients(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(c_skip, c_out, c_in) as [B] tensors."""
+        p = self.parameterization
+        if p in ("eps", "score", "x0"):
+            s = self.process.scale_of_sigma(sigma.to(torch.float64)).to(sigma.dtype)
+            if p == "eps":
+                return torch.ones_like(sigma), -sigma, s
+            if p == "score":
+                return torch.ones_like(sigma), sigma**2 * s, s
+            return torch.zeros_like(sigma), torch.ones_like(sigma), s
+        sd = 1.0 if p == "v" else self.sigma_data
+        denom = sigma**2 + sd**2
+        c_skip = sd**2 / denom
+        c_out = sigma * sd / denom.sqrt()
+        c_in = 1.0 / denom.sqrt()
+        if p == "v":
+            c_out = -c_out
+        return c_skip, c_out, c_in
+
+    def c_noise(self, sigma: Tensor) -> Tensor:
+        c = self.conditioning
+        if c == "sigma":
+            return sigma
+        if c == "log_sigma":
+            return 0.25 * sigma.clamp(min=1e-20).log()
+        if c == "index":
+            return self.process.index_of_sigma(sigma).to(sigma.dtype)
+        t = self.process.t_of_sigma(sigma.to(torch.float64)).to(sigma.dtype)
+        return 999.0 * t if c == "t999" else t
+
+    def to_config(self) -> dict:
+        return {
+            "parameterization": self.parameterization,
+            "conditioning": self.conditioning,
+            "sigma_data": self.sigma_data,
+        }
+
+
+class NetworkDenoiser(Denoiser):
+    """D(x, σ) = c_skip·x + c_out·F(c_in·x, c_noise[, class_labels]) for a network F.
+
+    `output_channels`: keep only the first C output channels (ADM's learned-variance networks return 2C).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        process: Process | dict | str,
+        parameterization: str = "eps",
+        conditioning: str = "t",
+        sigma_data: float = 0.5,
+        data_shape: tuple[int, ...] | None = None,
+        num_classes: int = 0,
+        output_channels: int | None = None,
+    ):
+        process = get_process(process)
+        super().__init__(process, data_shape)
+        self.net = net
+        self.precond = Preconditioning(process, parameterization, conditioning, sigma_data)
+        self.num_classes = int(num_classes)
+        self.output_channels = output_channels
+
+    def network_output(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        """F(c_in·x, c_noise) — the raw network output (first `output_channels` channels)."""
+        _, _, c_in = self.precond.coefficients(sigma)
+        out = self.net(bcast(c_in, x) * x, self.precond.c_noise(sigma), class_labels)
+        if self.output_channels is not None:
+            out = out[:, : self.output_channels]
+        return out
+
+    def denoise(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        c_skip, c_out, _ = self.precond.coefficients(sigma)
+        f = self.network_output(x, sigma, class_labels)
+        return bcast(c_skip, x) * x + bcast(c_out, x) * f.to(x.dtype)
+
+    def target(self, x0: Tensor, x: Tensor, sigma: Tensor) -> Tensor:
+        """Network-output-space regression target F* = (x0 − c_skip·x)/c_out for noisy x of clean x0."""
+        c_skip, c_out, _ = self.precond.coefficients(sigma)
+        return (x0 - bcast(c_skip, x) * x) / bcast(c_out, x)
+
+
+def log_sigma_uniform(n: int, sigma_min: float, sigma_max: float, generator=None, device=None) -> Tensor:
+    """σ log-uniform on [σ_min, σ_max] (a common training distribution)."""
+    u = torch.rand(n, generator=generator, device=device)
+    return torch.exp(math.log(sigma_min) + u * (math.log(sigma_max) - math.log(sigma_min)))

@@ -1,0 +1,72 @@
+"""What every sampler shares: the output type, NFE counting, σ-schedule indexing, the process default."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..models.parameterization import bcast
+from ..processes import EDM, Process
+
+__all__ = [
+    "SamplerOutput",
+    "CountingDenoiser",
+    "sigma_at",
+    "as_sigma_table",
+    "resolve_process",
+    "noise_like",
+    "bcast",
+]
+
+
+@dataclass
+class SamplerOutput:
+    """Final samples (σ-space, i.e. data space at σ = 0) and denoiser evaluations per sample."""
+
+    x: Tensor
+    nfe: float
+    extra: dict = field(default_factory=dict)
+
+
+class CountingDenoiser:
+    """Wraps D and counts batched calls: each call costs one NFE for every sample in the batch."""
+
+    def __init__(self, denoiser: Callable, class_labels: Tensor | None = None):
+        self.denoiser = denoiser
+        self.class_labels = class_labels
+        self.calls = 0
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        self.calls += 1
+        if self.class_labels is None:
+            return self.denoiser(x, sigma)
+        return self.denoiser(x, sigma, self.class_labels)
+
+
+def as_sigma_table(sigmas, x: Tensor) -> Tensor:
+    """σ schedule as [B, N+1] in x's dtype/device (a shared [N+1] schedule is expanded)."""
+    s = torch.as_tensor(sigmas, dtype=x.dtype, device=x.device)
+    if s.ndim == 1:
+        s = s[None].expand(x.shape[0], -1)
+    if s.ndim != 2 or s.shape[0] != x.shape[0]:
+        raise ValueError(f"sigmas must be [N+1] or [batch, N+1]; got {tuple(s.shape)} for batch {x.shape[0]}")
+    if s.shape[1] < 2:
+        raise ValueError("a σ schedule needs at least two entries (σ_max … 0)")
+    return s
+
+
+def sigma_at(table: Tensor, i: int) -> Tensor:
+    """σ_i for every sample: [B]."""
+    return table[:, i]
+
+
+def resolve_process(process: Process | None) -> Process:
+    """None means plain σ-space (σ(t) = t, s = 1)."""
+    return process if process is not None else EDM()
+
+
+def noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)

@@ -1,0 +1,102 @@
+"""σ schedules: uniform in the process's t, log-uniform in σ, Karras ρ, or an explicit list; final 0 appended.
+
+`sigma_max` may be a [B] tensor: each sample then gets its own schedule from its own starting σ
+(Denoising MCMC hands the integrator per-sample noise levels), returned as [B, N+1].
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..processes import Process
+
+__all__ = ["get_sigmas", "SCHEDULES", "karras_sigmas", "log_sigmas", "uniform_t_sigmas"]
+
+SCHEDULES = ("uniform_t", "log", "karras")
+
+
+def _u(steps: int, sigma_max: Tensor) -> Tensor:
+    u = torch.linspace(0, 1, steps, dtype=torch.float64)
+    return u if sigma_max.ndim == 0 else u[None].expand(sigma_max.shape[0], -1)
+
+
+def _append_zero(s: Tensor) -> Tensor:
+    return torch.cat([s, torch.zeros_like(s[..., :1])], dim=-1)
+
+
+def _col(v: Tensor) -> Tensor:
+    return v if v.ndim == 0 else v[:, None]
+
+
+def karras_sigmas(steps: int, sigma_min: float, sigma_max, rho: float = 7.0) -> Tensor:
+    """Karras et al. 2022, eq. 5: (σ_max^{1/ρ} + u·(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ."""
+    smax = torch.as_tensor(sigma_max, dtype=torch.float64)
+    u = _u(steps, smax)
+    a, b = _col(smax) ** (1 / rho), sigma_min ** (1 / rho)
+    return _append_zero((a + u * (b - a)) ** rho)
+
+
+def log_sigmas(steps: int, sigma_min: float, sigma_max) -> Tensor:
+    """Geometric σ_max → σ_min (NCSN's noise levels)."""
+    smax = torch.as_tensor(sigma_max, dtype=torch.float64)
+    u = _u(steps, smax)
+    a, b = _col(smax).log(), math.log(sigma_min)
+    return _append_zero(torch.exp(a + u * (b - a)))
+
+
+def uniform_t_sigmas(steps: int, process: Process, sigma_max, t_end: float | None = None) -> Tensor:
+    """σ(t) at t uniform from t(σ_max) down to the process's t_min (score_sde's discretisation)."""
+    smax = torch.as_tensor(sigma_max, dtype=torch.float64)
+    t0 = process.t_of_sigma(smax).to(torch.float64)
+    t1 = float(process.t_min if t_end is None else t_end)
+    u = _u(steps, smax)
+    t = _col(t0) + u * (t1 - _col(t0))
+    return _append_zero(process.sigma(t).to(torch.float64))
+
+
+def get_sigmas(
+    schedule: str | list | tuple | Tensor,
+    steps: int,
+    *,
+    process: Process | None = None,
+    sigma_min: float | None = None,
+    sigma_max=None,
+    rho: float = 7.0,
+) -> Tensor:
+    """A decreasing σ schedule with `steps` positive levels and a final 0: [steps+1] or [B, steps+1]."""
+    if not isinstance(schedule, str):
+        s = torch.as_tensor(schedule, dtype=torch.float64).flatten()
+        if s.numel() < 1 or (s < 0).any() or not torch.isfinite(s).all():
+            raise ValueError("an explicit σ schedule must be finite non-negative numbers")
+        if (s[1:] > s[:-1]).any():
+            raise ValueError("an explicit σ schedule must be non-increasing")
+        return s if s[-1] == 0 else _append_zero(s)
+    if int(steps) < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    steps = int(steps)
+    if sigma_min is None:
+        sigma_min = process.sigma_min if process is not None else 0.002
+    if sigma_max is None:
+        sigma_max = process.sigma_max if process is not None else 80.0
+    smax = torch.as_tensor(sigma_max, dtype=torch.float64)
+    if (smax <= sigma_min).any():
+        raise ValueError(f"sigma_max must exceed sigma_min={sigma_min}")
+    if process is not None and (smax > process.sigma_max * (1 + 1e-6)).any():
+        raise ValueError(f"sigma_max {float(smax.max()):g} exceeds the process's σ_max {process.sigma_max:g}")
+    if schedule == "karras":
+        return karras_sigmas(steps, sigma_min, smax, rho)
+    if schedule == "log":
+        return log_sigmas(steps, sigma_min, smax)
+    if schedule == "uniform_t":
+        if process is None:
+            raise ValueError("the uniform_t schedule needs a process")
+        return uniform_t_sigmas(
+            steps,
+            process,
+            smax,
+            t_end=float(process.t_of_sigma(torch.tensor(float(sigma_min), dtype=torch.float64))),
+        )
+    raise ValueError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)} or give a list)")
