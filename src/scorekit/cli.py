@@ -1,0 +1,92 @@
+"""The `scorekit` command line: a thin layer over the library.
+
+Each subcommand lives in `scorekit/commands/<module>.py` and defines NAME, HELP, `add_arguments(parser)`
+and `run(args) -> int`. Bad input anywhere becomes one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+__all__ = ["main", "CliError", "COMMAND_MODULES"]
+
+# Order here is the order in `scorekit --help`.
+COMMAND_MODULES = [
+    "quickstart",
+    "train",
+    "train_noise_classifier",
+    "train_classifier",
+    "sample",
+    "likelihood",
+    "evaluate",
+    "report",
+    "import_cmd",
+]
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + message
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = _Parser(
+        prog="scorekit",
+        description="Score-based diffusion models: train, sample (any integrator, Denoising MCMC, guidance), "
+        "likelihood and evaluation.",
+    )
+    parser.add_argument("--version", action="version", version=f"scorekit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for modname in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"scorekit.commands.{modname}")
+        except ModuleNotFoundError as e:
+            if e.name == f"scorekit.commands.{modname}":
+                continue
+            raise
+        names = mod.NAME if isinstance(mod.NAME, (list, tuple)) else [mod.NAME]
+        p = sub.add_parser(names[0], aliases=list(names[1:]), help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    debug = os.environ.get("SCOREKIT_DEBUG") == "1"
+    try:
+        rc = args._run(args)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"scorekit {args.command}: interrupted\n")
+        return 130
+    except (CliError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
+        if debug:
+            raise
+        msg = " ".join(str(e).split()) or type(e).__name__
+        sys.stderr.write(f"scorekit {args.command}: error: {msg}\n")
+        return 2
+    except (RuntimeError, OSError, TypeError, KeyError, IndexError) as e:  # last resort: still one line
+        if debug:
+            raise
+        msg = " ".join(str(e).split()) or type(e).__name__
+        sys.stderr.write(f"scorekit {args.command}: error: {type(e).__name__}: {msg}\n")
+        return 1
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
