@@ -1,0 +1,157 @@
+"""The pinned digits classifier: features and logits for FID / KID / IS / P-R on 8×8 digits, where Inception
+(trained on 299×299 ImageNet photographs) is meaningless.
+
+A small CNN trained by scorekit on scikit-learn's 8×8 digits (the same role as the LeNet classifiers used for
+MNIST FID in the literature). Its weights ship with the package (`weights/digits_classifier.safetensors`) and
+the SHA-256 of their tensors is pinned here, so a number computed with it names exactly which network produced it.
+Retrain (bit-for-bit on the same torch build, single thread) with::
+
+    python -m scorekit.metrics.digits_classifier [--out PATH]
+
+which prints the test accuracy and the new weights' SHA-256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "DIGITS_CLASSIFIER_SHA256",
+    "DIGITS_WEIGHTS_PATH",
+    "DigitsCNN",
+    "digits_split",
+    "train_digits_classifier",
+    "load_digits_classifier",
+    "accuracy",
+    "weights_sha256",
+]
+
+DIGITS_WEIGHTS_PATH = Path(__file__).parent / "weights" / "digits_classifier.safetensors"
+# SHA-256 of the weights (tensor names, dtypes, shapes and bytes, as scorekit.checkpoint checksums them; the
+# safetensors header orders its metadata arbitrarily, so the file's own bytes are not reproducible).
+DIGITS_CLASSIFIER_SHA256 = "31c0fab84f9ee29d30a1a927b92255c78e00f071b3c2509b4e666d957a727d52"
+
+
+class DigitsCNN(nn.Module):
+    """conv3×3(32) → conv3×3(64) → maxpool → linear(1024→64) = features → linear(64→10) = logits.
+    Input: [N, 1, 8, 8] in [0, 1] (user range)."""
+
+    feature_dim = 64
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.fc1 = nn.Linear(64 * 4 * 4, self.feature_dim)
+        self.fc2 = nn.Linear(self.feature_dim, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = 2 * x - 1
+        x = F.relu(self.conv2(F.relu(self.conv1(x))))
+        x = F.max_pool2d(x, 2).flatten(1)
+        return F.relu(self.fc1(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.features(x))
+
+
+def digits_split(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's 8×8 digits as ([N, 1, 8, 8] float32 in [0, 1], labels int64), from scorekit.data's
+    fixed 80/20 split ("train", "test" or "all"), so the classifier never sees the test digits."""
+    from ..data import load_data
+
+    ds = load_data("digits", split=split)
+    return ds.user_data().float().contiguous(), ds.labels.long()
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random ±1-pixel shifts and mild pixel noise, so features stay stable on imperfect generated digits."""
+    pad = F.pad(x, (1, 1, 1, 1))
+    dx = torch.randint(0, 3, (len(x),), generator=gen)
+    dy = torch.randint(0, 3, (len(x),), generator=gen)
+    out = torch.stack([pad[i, :, dy[i] : dy[i] + 8, dx[i] : dx[i] + 8] for i in range(len(x))])
+    return (out + 0.05 * torch.randn(out.shape, generator=gen)).clamp(0, 1)
+
+
+def train_digits_classifier(epochs: int = 30, batch_size: int = 64, lr: float = 2e-3, seed: int = 0) -> DigitsCNN:
+    """Train DigitsCNN on the train split with Adam and cross-entropy; deterministic given the seed."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # parameter initialisation
+    net = DigitsCNN()
+    x, y = digits_split("train")
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    net.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), batch_size):
+            idx = perm[i : i + batch_size]
+            loss = F.cross_entropy(net(_augment(x[idx], gen)), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+    return net.eval()
+
+
+@torch.no_grad()
+def accuracy(net: DigitsCNN, split: str = "test") -> float:
+    x, y = digits_split(split)
+    return float((net(x).argmax(1) == y).double().mean())
+
+
+def weights_sha256(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over sorted tensor names, dtypes, shapes and bytes (the checksum scorekit.checkpoint stores)."""
+    from ..checkpoint import _digest
+
+    return _digest(state)
+
+
+def load_digits_classifier(path: str | Path | None = None, sha256: str | None = None) -> tuple[DigitsCNN, str]:
+    """The pinned classifier (or a file at `path`); its weights' SHA-256 must equal the pinned one (or `sha256`
+    when given; a file at another path with no `sha256` is only checked against its own stored checksum)."""
+    from ..checkpoint import load_state_dict_strict, load_tensors
+
+    path = Path(path) if path is not None else DIGITS_WEIGHTS_PATH
+    expected = sha256 if sha256 is not None else (DIGITS_CLASSIFIER_SHA256 if path == DIGITS_WEIGHTS_PATH else None)
+    if not path.is_file():
+        raise ValueError(f"digits classifier weights not found: {path} (retrain: python -m {__name__})")
+    tensors, _ = load_tensors(path)
+    digest = weights_sha256(tensors)
+    if expected is not None and digest != expected:
+        raise ValueError(
+            f"digits classifier {path} has weights SHA-256 {digest}, expected {expected} (altered or stale)"
+        )
+    net = DigitsCNN()
+    load_state_dict_strict(net, tensors, path)
+    return net.eval(), digest
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..checkpoint import save_tensors
+
+    p = argparse.ArgumentParser(prog=f"python -m {__name__}", description="Retrain the pinned digits classifier.")
+    p.add_argument("--out", default=str(DIGITS_WEIGHTS_PATH))
+    p.add_argument("--epochs", type=int, default=30)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)  # bit-for-bit reproducibility
+    net = train_digits_classifier(epochs=args.epochs)
+    meta = {"train_split": "scorekit.data.load_data('digits', split='train')"}
+    meta.update({"test_accuracy": f"{accuracy(net, 'test'):.4f}", "train_accuracy": f"{accuracy(net, 'train'):.4f}"})
+    save_tensors(args.out, net.state_dict(), meta)
+    digest = weights_sha256(net.state_dict())
+    print(f"train accuracy {meta['train_accuracy']}  test accuracy {meta['test_accuracy']}")
+    print(f"wrote {args.out}  sha256 {digest}")
+    if digest != DIGITS_CLASSIFIER_SHA256:
+        print(f"note: differs from the pinned SHA-256 {DIGITS_CLASSIFIER_SHA256}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
