@@ -1,0 +1,647 @@
+"""Denoising MCMC (Kim & Ye 2022, "Denoising MCMC for Accelerating Diffusion-Based Generative Models").
+
+Run MCMC on the product space (x, σ) so that states stay near the data manifold, then hand the least-noisy
+state of each window to any reverse-S/ODE integrator, which only has to denoise from that per-sample σ to 0.
+
+Pieces (all in σ-space, so VE, VP, sub-VP and DDPM models work alike; the score is (D(x, σ) − x)/σ²):
+- a noise-level estimator over a decreasing σ grid: `ExactNoisePosterior` (p(σ_k | x) ∝ p_{σ_k}(x) for a
+  Gaussian mixture) or `TrainedNoiseClassifier` (a `kind="noise_classifier"` run directory);
+- the Denoising Langevin Gibbs (DLG) kernel: x ← x + η/2·s(x, σ) + √η·z (ULA, or Metropolis-adjusted:
+  MALA), then σ ← argmax (reference) or a draw from p(σ | x);
+- any registered sampler as the finisher, its schedule rebuilt per sample from σ_start down to
+  `tweedie_sigma`, whose last step x ← D(x, σ) is the Tweedie step of the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .analytic import GaussianMixture
+from .models.parameterization import bcast
+from .processes import Process, get_process
+
+__all__ = [
+    "make_levels",
+    "NoiseLevelEstimator",
+    "ExactNoisePosterior",
+    "TrainedNoiseClassifier",
+    "noise_classifier_network_config",
+    "train_noise_classifier",
+    "noise_level_accuracy",
+    "save_noise_classifier_run",
+    "DLGConfig",
+    "DMCMCResult",
+    "sample_dlg",
+    "add_dlg_arguments",
+    "dlg_config_from_args",
+    "compare_heun_vs_dlg",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# σ grid and noise-level estimators
+# ---------------------------------------------------------------------------------------------------------
+def make_levels(sigma_min: float, sigma_max: float, num: int = 1000) -> Tensor:
+    """Reference grid σ_k = σ_min·(σ_max/σ_min)^{t_k}, t_k = linspace(1, 1e-3, num): decreasing, float64 [num]."""
+    if not (0 < float(sigma_min) < float(sigma_max)) or not math.isfinite(float(sigma_max)):
+        raise ValueError(f"noise levels need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+    if int(num) < 2:
+        raise ValueError(f"the σ grid needs at least 2 levels, got {num}")
+    t = torch.linspace(1.0, 1e-3, int(num), dtype=torch.float64)
+    return float(sigma_min) * (float(sigma_max) / float(sigma_min)) ** t
+
+
+class NoiseLevelEstimator:
+    """p(σ_k | x) over a decreasing grid `levels` [L]; `log_probs(x)` → [B, L] for σ-space x in model range."""
+
+    levels: Tensor
+
+    def log_probs(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    @property
+    def num_levels(self) -> int:
+        return int(self.levels.numel())
+
+    def to(self, device) -> NoiseLevelEstimator:
+        self.levels = self.levels.to(device)
+        return self
+
+
+class ExactNoisePosterior(NoiseLevelEstimator):
+    """Exact p(σ_k | x) ∝ p(σ_k)·N-mixture density Σ_j w_j N(x; μ_j, v_j + σ_k²), all L levels in one pass."""
+
+    def __init__(self, gmm: GaussianMixture, levels: Tensor | None = None, log_prior: Tensor | None = None):
+        self.gmm = gmm
+        self.levels = make_levels(0.002, 80.0) if levels is None else torch.as_tensor(levels, dtype=torch.float64)
+        if self.levels.ndim != 1 or self.levels.numel() < 2 or (self.levels[1:] >= self.levels[:-1]).any():
+            raise ValueError("levels must be a strictly decreasing 1-D σ grid")
+        self.log_prior = None if log_prior is None else torch.as_tensor(log_prior, dtype=torch.float64)
+        var = gmm.variances[None] + self.levels.reshape(-1, 1, 1) ** 2  # [L, K, D]
+        self._inv_var = 1.0 / var
+        self._log_norm = -0.5 * (var.log().sum(-1) + gmm.dim * math.log(2 * math.pi))  # [L, K]
+        self._log_w = gmm.weights.clamp(min=1e-300).log()
+
+    def log_density(self, x: Tensor) -> Tensor:
+        """log p_{σ_k}(x) for every level: [B, L] (float64)."""
+        xd = x.detach().to("cpu", torch.float64).reshape(x.shape[0], -1)
+        diff2 = (xd[:, None, :] - self.gmm.means[None]) ** 2  # [B, K, D]
+        quad = torch.einsum("bkd,lkd->blk", diff2, self._inv_var)
+        return torch.logsumexp(self._log_norm[None] - 0.5 * quad + self._log_w[None, None], dim=-1)
+
+    def log_probs(self, x: Tensor) -> Tensor:
+        logp = self.log_density(x)
+        if self.log_prior is not None:
+            logp = logp + self.log_prior[None]
+        return torch.log_softmax(logp, dim=1).to(x.device)
+
+    def to(self, device):  # computed on CPU in float64; results are moved to x's device
+        return self
+
+
+class TrainedNoiseClassifier(NoiseLevelEstimator):
+    """A trained classifier from a `kind="noise_classifier"` run directory: log_softmax(net(x)) over its grid."""
+
+    def __init__(self, run_dir: str | Path, device="cpu", ema: bool = True):
+        from .checkpoint import CheckpointError, load_network, read_config
+
+        cfg = read_config(run_dir)
+        if cfg.get("kind") != "noise_classifier":
+            raise CheckpointError(f"{run_dir} holds a {cfg.get('kind')!r}, not a noise_classifier")
+        if "levels" not in cfg or "values" not in cfg["levels"]:
+            raise CheckpointError(f"{Path(run_dir) / 'config.json'}: no 'levels' section")
+        self.run_dir = Path(run_dir)
+        self.config = cfg
+        self.net = load_network(run_dir, ema=ema, device=device, config=cfg)
+        self.levels = torch.tensor(cfg["levels"]["values"], dtype=torch.float64, device=device)
+        self.accuracy = cfg.get("accuracy", {})
+        self.process = get_process(cfg["process"]) if "process" in cfg else None
+
+    @torch.no_grad()
+    def log_probs(self, x: Tensor) -> Tensor:
+        p = next(self.net.parameters())
+        return torch.log_softmax(self.net(x.to(p.device, p.dtype)).double(), dim=1).to(x.device)
+
+    def to(self, device):
+        self.net = self.net.to(device)
+        self.levels = self.levels.to(device)
+        return self
+
+
+# ---------------------------------------------------------------------------------------------------------
+# training a noise-level classifier
+# ---------------------------------------------------------------------------------------------------------
+def noise_classifier_network_config(shape: tuple[int, ...], num_levels: int, **overrides) -> dict:
+    """The reference CNN for images [C, H, W]; an MLP for vectors [D]."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 3:
+        cfg = {"arch": "noise_level_cnn", "in_channels": shape[0], "num_levels": int(num_levels)}
+    elif len(shape) == 1:
+        cfg = {"arch": "noise_level_mlp", "dim": shape[0], "num_levels": int(num_levels)}
+    else:
+        raise ValueError(f"noise classifier supports images [C, H, W] or vectors [D], not shape {shape}")
+    cfg.update(overrides)
+    return cfg
+
+
+def _noisy_batch(x0: Tensor, levels: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """x = x0 + σ_y·ε with y uniform over the grid (the classifier's training distribution)."""
+    y = torch.randint(0, levels.numel(), (x0.shape[0],), generator=generator)
+    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+    sig = levels[y].to(x0.dtype)
+    return x0 + bcast(sig, x0) * eps, y
+
+
+@torch.no_grad()
+def noise_level_accuracy(
+    log_probs: Callable[[Tensor], Tensor],
+    data: Tensor,
+    levels: Tensor,
+    *,
+    num: int = 2000,
+    generator: torch.Generator | None = None,
+    tolerances: tuple[int, ...] = (0, 1, 5, 20),
+    batch_size: int = 500,
+    device="cpu",
+) -> dict:
+    """Accuracy of argmax p(σ | x) on x0 + σ_y·ε, y uniform: exact and within ±k levels (with chance rates)."""
+    gen = generator if generator is not None else torch.Generator().manual_seed(12345)
+    levels = torch.as_tensor(levels, dtype=torch.float64).cpu()
+    L = levels.numel()
+    idx = torch.randint(0, data.shape[0], (int(num),), generator=gen)
+    hits = {k: 0 for k in tolerances}
+    abs_err = 0.0
+    for start in range(0, int(num), batch_size):
+        x0 = data[idx[start : start + batch_size]].float()
+        x, y = _noisy_batch(x0, levels, gen)
+        pred = log_probs(x.to(device)).argmax(1).cpu()
+        d = (pred - y).abs()
+        abs_err += float(d.sum())
+        for k in tolerances:
+            hits[k] += int((d <= k).sum())
+    out = {"num": int(num), "levels": L, "mean_abs_level_error": abs_err / int(num)}
+    for k in tolerances:
+        name = "exact" if k == 0 else f"within_{k}"
+        out[name] = hits[k] / int(num)
+        # chance: a uniform guess against a uniform label, counting the clipped band at the grid's ends
+        band = sum(min(L - 1, y + k) - max(0, y - k) + 1 for y in range(L)) / L
+        out[f"chance_{name}"] = band / L
+    return out
+
+
+def train_noise_classifier(
+    data: Tensor,
+    levels: Tensor,
+    *,
+    steps: int = 2000,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device="cpu",
+    network: dict | None = None,
+    log: Callable[[dict], None] | None = None,
+    log_every: int = 100,
+):
+    """Cross-entropy on x0 + σ_y·ε, y ~ U{0..L−1} (Kim & Ye 2022, Sec. 4), Adam. Returns (net, net_config)."""
+    from .models.registry import build_network
+
+    if data.ndim < 2 or data.shape[0] < 1:
+        raise ValueError("training a noise classifier needs a non-empty [N, *shape] data tensor")
+    if int(steps) < 1 or int(batch_size) < 1:
+        raise ValueError("steps and batch size must be >= 1")
+    levels = torch.as_tensor(levels, dtype=torch.float64).cpu()
+    net_cfg = network or noise_classifier_network_config(tuple(data.shape[1:]), levels.numel())
+    torch.manual_seed(int(seed))  # parameter initialisation
+    net = build_network(net_cfg).to(device)
+    gen = torch.Generator().manual_seed(int(seed))
+    opt = torch.optim.Adam(net.parameters(), lr=float(lr))
+    data = data.float()
+    running, t0 = 0.0, time.time()
+    for step in range(1, int(steps) + 1):
+        idx = torch.randint(0, data.shape[0], (int(batch_size),), generator=gen)
+        x, y = _noisy_batch(data[idx], levels, gen)
+        loss = torch.nn.functional.cross_entropy(net(x.to(device)), y.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        running += float(loss)
+        if log is not None and (step % log_every == 0 or step == int(steps)):
+            n = log_every if step % log_every == 0 else step % log_every
+            log({"step": step, "loss": running / n, "seconds": round(time.time() - t0, 2)})
+            running = 0.0
+    return net.eval(), net_cfg
+
+
+def save_noise_classifier_run(out_dir: str | Path, net, config: dict) -> None:
+    """Write a kind="noise_classifier" run directory: config.json + model.safetensors (checksummed)."""
+    from .checkpoint import save_tensors, write_config
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_tensors(out / "model.safetensors", net.state_dict(), {"kind": "noise_classifier"})
+    write_config(out, {**config, "kind": "noise_classifier"})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Denoising Langevin Gibbs
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class DLGConfig:
+    """Settings of Denoising Langevin Gibbs (defaults follow the reference where it has one).
+
+    chains: persistent chains (memory is bounded by this, not by the number of samples);
+    skip: Gibbs steps per output; eta: Langevin step (constant, or η·σ² with eta_schedule="sigma2");
+    sigma_update: "argmax" (reference) or "sample" from p(σ | x); kernel: "ula" (reference) or "mala";
+    burn_in: Gibbs steps after the start-up sample; init_sampler/init_steps: the full start-up integrator;
+    init_noise: std of the noise added to its output; finisher/finisher_steps/finisher_schedule: the
+    integrator that denoises from σ_start (schedule None = the sampler's default); tweedie_sigma: the
+    lowest σ of the finisher schedule, whose final step D(x, σ) is the Tweedie step;
+    include_carried: whether the state carried in from the previous output competes for the next one.
+    """
+
+    chains: int = 256
+    skip: int = 2
+    eta: float = 0.1
+    eta_schedule: str = "constant"
+    sigma_update: str = "argmax"
+    kernel: str = "ula"
+    burn_in: int = 20
+    init_sampler: str = "heun"
+    init_steps: int = 20
+    init_noise: float = 0.5
+    finisher: str = "heun"
+    finisher_steps: int = 3
+    finisher_schedule: str | None = None
+    tweedie_sigma: float = 0.01
+    include_carried: bool = True
+
+    def validate(self) -> DLGConfig:
+        if int(self.chains) < 1:
+            raise ValueError(f"DLG needs at least one chain, got chains={self.chains}")
+        if int(self.skip) < 1:
+            raise ValueError(f"DLG skip must be >= 1, got {self.skip}")
+        if not (float(self.eta) > 0 and math.isfinite(float(self.eta))):
+            raise ValueError(f"DLG step size eta must be positive, got {self.eta}")
+        if self.eta_schedule not in ("constant", "sigma2"):
+            raise ValueError(f"unknown eta schedule {self.eta_schedule!r} (choose constant or sigma2)")
+        if self.sigma_update not in ("argmax", "sample"):
+            raise ValueError(f"unknown sigma update {self.sigma_update!r} (choose argmax or sample)")
+        if self.kernel not in ("ula", "mala"):
+            raise ValueError(f"unknown DLG kernel {self.kernel!r} (choose ula or mala)")
+        if int(self.burn_in) < 0 or int(self.init_steps) < 1 or int(self.finisher_steps) < 1:
+            raise ValueError("burn_in must be >= 0 and init/finisher steps >= 1")
+        if float(self.init_noise) < 0 or not float(self.tweedie_sigma) > 0:
+            raise ValueError("init_noise must be >= 0 and tweedie_sigma > 0")
+        return self
+
+
+@dataclass
+class DMCMCResult:
+    """DMCMC output: samples [num, *shape] (model range), NFE per sample with the start-up amortised in,
+    σ_start [num] (where each sample's finisher started), classifier evaluations per sample, diagnostics."""
+
+    samples: Tensor
+    nfe_per_sample: float
+    sigma_start: Tensor
+    classifier_evals_per_sample: float
+    info: dict = field(default_factory=dict)
+
+
+class _Score:
+    """Counts batched denoiser calls; σ-space score (D − x)/σ²."""
+
+    def __init__(self, denoiser, class_labels=None):
+        self.denoiser = denoiser
+        self.class_labels = class_labels
+        self.calls = 0
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        self.calls += 1
+        den = self.denoiser(x, sigma) if self.class_labels is None else self.denoiser(x, sigma, self.class_labels)
+        return (den - x) / bcast(sigma, x) ** 2
+
+
+def _default_log_density(denoiser):
+    gmm = getattr(denoiser, "gmm", None)
+    if isinstance(gmm, GaussianMixture):
+        return lambda x, sigma: gmm.log_prob(x, sigma)
+    return None
+
+
+def _schedule_for(spec, schedule: str | None, process: Process | None) -> str:
+    sched = schedule or spec.default_schedule
+    if sched == "uniform_t" and process is None:
+        return "log"  # the VE SDE of σ-space: uniform t is log-uniform σ
+    return sched
+
+
+def _run_sampler(name, denoiser, x, sigma_max, steps, schedule, process, sigma_min, generator, class_labels):
+    from .samplers import get_sampler, get_sigmas
+
+    spec = get_sampler(name)
+    sched = _schedule_for(spec, schedule, process)
+    sigmas = get_sigmas(sched, steps, process=process, sigma_min=sigma_min, sigma_max=sigma_max)
+    kw = {"process": process, "generator": generator}
+    if class_labels is not None:
+        kw["class_labels"] = class_labels
+    out = spec.fn(denoiser, x, sigmas.to(x.device, x.dtype), **kw)
+    return out.x, float(out.nfe)
+
+
+@torch.no_grad()
+def sample_dlg(
+    denoiser,
+    estimator: NoiseLevelEstimator,
+    num: int,
+    config: DLGConfig | None = None,
+    *,
+    process: Process | None = None,
+    generator: torch.Generator | None = None,
+    device="cpu",
+    callback: Callable[[dict], None] | None = None,
+    log_density: Callable[[Tensor, Tensor], Tensor] | None = None,
+    class_labels: Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> DMCMCResult:
+    """Denoising Langevin Gibbs + an integrator (Kim & Ye 2022, Alg. 1 with the official code's start-up).
+
+    Start-up (per chain, amortised): a full `init_sampler` sample from σ_max, + N(0, init_noise²), σ from the
+    estimator, `burn_in` Gibbs steps. Then per output round: `skip` Gibbs steps on every chain; among the
+    carried-in state and those states the one with the smallest σ goes to the finisher (ties: the latest).
+    Samples are interleaved over chains: output i comes from chain i mod chains.
+    `log_density(x, σ)` (for MALA) defaults to the exact one of a Gaussian-mixture denoiser; otherwise MALA
+    uses the trapezoid line integral ½(s(x) + s(x'))·(x' − x) of the score.
+    """
+    cfg = (config or DLGConfig()).validate()
+    if int(num) < 1:
+        raise ValueError(f"num must be >= 1, got {num}")
+    shape = getattr(denoiser, "data_shape", None)
+    if shape is None:
+        raise ValueError("the denoiser does not know its data shape (data_shape)")
+    process = process if process is not None else getattr(denoiser, "process", None)
+    gen = generator if generator is not None else torch.Generator(device=device).manual_seed(0)
+    estimator.to(device)
+    levels = estimator.levels.to(device, torch.float64)
+    L = levels.numel()
+    sigma_max = float(process.sigma_max if process is not None else getattr(denoiser, "sigma_max", 80.0))
+    if process is not None and float(levels.max()) > process.sigma_max * (1 + 1e-6):
+        raise ValueError(
+            f"the estimator's largest σ {float(levels.max()):g} exceeds the model's σ_max {process.sigma_max:g}"
+        )
+    tweedie = float(cfg.tweedie_sigma)
+    if process is not None:
+        tweedie = max(tweedie, float(process.sigma_min) * (1 + 1e-6))
+    if log_density is None and cfg.kernel == "mala":
+        log_density = _default_log_density(denoiser)
+
+    C = min(int(cfg.chains), int(num))
+    rounds = math.ceil(int(num) / C)
+    score = _Score(denoiser, class_labels[:C] if class_labels is not None else None)
+    classifier_calls = 0
+    accepted, proposed = 0.0, 0
+
+    def randn_like(x):
+        return torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
+
+    def update_sigma(x: Tensor) -> Tensor:
+        nonlocal classifier_calls
+        classifier_calls += 1
+        lp = estimator.log_probs(x).to(device)
+        if cfg.sigma_update == "argmax":
+            return lp.argmax(1)
+        return torch.multinomial(lp.double().exp(), 1, generator=gen).squeeze(1)
+
+    def gibbs_step(x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+        nonlocal accepted, proposed
+        sig = levels[idx].to(x.dtype)
+        eta = torch.full_like(sig, float(cfg.eta)) if cfg.eta_schedule == "constant" else float(cfg.eta) * sig**2
+        eta_b = bcast(eta, x)
+        s_x = score(x, sig)
+        mean_fwd = x + 0.5 * eta_b * s_x
+        prop = mean_fwd + eta_b.sqrt() * randn_like(x)
+        if cfg.kernel == "mala":
+            s_p = score(prop, sig)
+            mean_bwd = prop + 0.5 * eta_b * s_p
+            log_q_fwd = -((prop - mean_fwd) ** 2).flatten(1).sum(1) / (2 * eta)
+            log_q_bwd = -((x - mean_bwd) ** 2).flatten(1).sum(1) / (2 * eta)
+            if log_density is not None:
+                log_ratio = (log_density(prop, sig) - log_density(x, sig)).to(x.dtype)
+            else:
+                log_ratio = (0.5 * (s_x + s_p) * (prop - x)).flatten(1).sum(1)
+            log_alpha = (log_ratio + log_q_bwd - log_q_fwd).clamp(max=0.0)
+            u = torch.rand(log_alpha.shape, generator=gen, dtype=x.dtype, device=x.device)
+            acc = u.log() < log_alpha
+            x = torch.where(bcast(acc, x), prop, x)
+            accepted += float(acc.float().sum())
+            proposed += acc.numel()
+        else:
+            x = prop
+        return x, update_sigma(x)
+
+    # --- start-up: one full integrator sample per chain, noise, σ from the estimator, burn-in -------------
+    x = sigma_max * torch.randn((C, *shape), generator=gen, dtype=dtype, device=device)
+    x, init_nfe = _run_sampler(
+        cfg.init_sampler,
+        denoiser,
+        x,
+        sigma_max,
+        cfg.init_steps,
+        None,
+        process,
+        tweedie,
+        gen,
+        score.class_labels,
+    )
+    x = x + float(cfg.init_noise) * randn_like(x)
+    idx = update_sigma(x)
+    for _ in range(int(cfg.burn_in)):
+        x, idx = gibbs_step(x, idx)
+    startup_nfe = init_nfe + score.calls
+    startup_classifier = classifier_calls
+    if callback is not None:
+        callback({"stage": "startup", "x": x, "sigma": levels[idx]})
+
+    # --- output rounds -----------------------------------------------------------------------------------
+    outputs, starts, finisher_nfe = [], [], 0.0
+    chain_calls_before = score.calls
+    for r in range(rounds):
+        if cfg.include_carried:
+            best_x, best_idx = x.clone(), idx.clone()
+        for k in range(int(cfg.skip)):
+            x, idx = gibbs_step(x, idx)
+            if k == 0 and not cfg.include_carried:
+                best_x, best_idx = x.clone(), idx.clone()
+            else:
+                take = idx >= best_idx  # larger index = smaller σ; ties go to the latest state
+                best_x = torch.where(bcast(take, x), x, best_x)
+                best_idx = torch.where(take, idx, best_idx)
+        sigma_start = levels[best_idx]
+        smax = sigma_start.clamp(min=tweedie * 1.0001)
+        if process is not None:
+            smax = smax.clamp(max=process.sigma_max)
+        out, nfe = _run_sampler(
+            cfg.finisher,
+            denoiser,
+            best_x,
+            smax,
+            cfg.finisher_steps,
+            cfg.finisher_schedule,
+            process,
+            tweedie,
+            gen,
+            score.class_labels,
+        )
+        finisher_nfe += nfe
+        outputs.append(out.cpu())
+        starts.append(sigma_start.cpu())
+        if callback is not None:
+            callback({"stage": "round", "round": r, "x": out, "sigma": sigma_start, "chain_x": x})
+    chain_nfe = score.calls - chain_calls_before  # per chain over all rounds
+    samples = torch.stack(outputs, 1).reshape(C * rounds, *shape)[: int(num)]
+    sigma_start = torch.stack(starts, 1).reshape(-1)[: int(num)]
+    # per-sample costs: all C chains' work divided over the `num` samples kept
+    total_nfe = C * (startup_nfe + chain_nfe + finisher_nfe)
+    total_clf = C * classifier_calls
+    info = {
+        "chains": C,
+        "rounds": rounds,
+        "startup_nfe_per_chain": startup_nfe,
+        "startup_classifier_evals_per_chain": startup_classifier,
+        "gibbs_nfe_per_output": chain_nfe / rounds,
+        "finisher_nfe_per_output": finisher_nfe / rounds,
+        "amortised_startup_nfe": C * startup_nfe / int(num),
+        "acceptance_rate": accepted / proposed if proposed else None,
+        "sigma_start_median": float(sigma_start.median()),
+        "final_sigma_index": idx.cpu(),
+        "levels": L,
+        "config": asdict(cfg),
+    }
+    return DMCMCResult(samples, total_nfe / int(num), sigma_start, total_clf / int(num), info)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# command-line plumbing for `scorekit sample --dmcmc dlg`
+# ---------------------------------------------------------------------------------------------------------
+def add_dlg_arguments(parser: argparse.ArgumentParser) -> None:
+    """Extra DLG flags (the lead's `sample` command adds --dmcmc, --noise-classifier/--noise-posterior,
+    --dlg-skip, --dlg-eta, --dlg-chains; we add them here too unless already present)."""
+    d = DLGConfig()
+    existing = {a for action in parser._actions for a in action.option_strings}
+
+    def add(flag, **kw):
+        if flag not in existing:
+            parser.add_argument(flag, **kw)
+
+    add("--dlg-skip", type=int, default=d.skip, help="Gibbs steps per output sample")
+    add("--dlg-eta", type=float, default=d.eta, help="Langevin step size η (or the factor of σ² with sigma2)")
+    add("--dlg-chains", type=int, default=d.chains, help="persistent chains (memory bound)")
+    add("--dlg-burn-in", type=int, default=d.burn_in, help="Gibbs steps after the start-up sample")
+    add("--dlg-kernel", choices=("ula", "mala"), default=d.kernel, help="Langevin kernel on x")
+    add(
+        "--dlg-sigma-update",
+        choices=("argmax", "sample"),
+        default=d.sigma_update,
+        help="σ ← argmax p(σ|x) (reference) or a draw",
+    )
+    add("--dlg-eta-schedule", choices=("constant", "sigma2"), default=d.eta_schedule, help="η constant or η·σ²")
+    add("--dlg-init-sampler", default=d.init_sampler, help="integrator of the start-up sample")
+    add("--dlg-init-steps", type=int, default=d.init_steps, help="steps of the start-up integrator")
+    add("--dlg-init-noise", type=float, default=d.init_noise, help="std of noise added to the start-up sample")
+    add("--dlg-tweedie-sigma", type=float, default=d.tweedie_sigma, help="lowest σ of the finisher schedule")
+    add(
+        "--dlg-finisher-schedule",
+        default=None,
+        help="σ schedule of the finisher (default: the sampler's own)",
+    )
+
+
+def dlg_config_from_args(args: argparse.Namespace) -> DLGConfig:
+    """DLGConfig from parsed flags; the finisher is `--sampler NAME --steps N` (and --schedule if present)."""
+    d = DLGConfig()
+
+    def get(name, default):
+        v = getattr(args, name, None)
+        return default if v is None else v
+
+    cfg = DLGConfig(
+        chains=int(get("dlg_chains", d.chains)),
+        skip=int(get("dlg_skip", d.skip)),
+        eta=float(get("dlg_eta", d.eta)),
+        eta_schedule=get("dlg_eta_schedule", d.eta_schedule),
+        sigma_update=get("dlg_sigma_update", d.sigma_update),
+        kernel=get("dlg_kernel", d.kernel),
+        burn_in=int(get("dlg_burn_in", d.burn_in)),
+        init_sampler=get("dlg_init_sampler", d.init_sampler),
+        init_steps=int(get("dlg_init_steps", d.init_steps)),
+        init_noise=float(get("dlg_init_noise", d.init_noise)),
+        finisher=get("sampler", d.finisher),
+        finisher_steps=int(get("steps", d.finisher_steps)),
+        finisher_schedule=get("dlg_finisher_schedule", None) or getattr(args, "schedule", None),
+        tweedie_sigma=float(get("dlg_tweedie_sigma", d.tweedie_sigma)),
+    )
+    return cfg.validate()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# quickstart helper: plain heun vs DLG + heun at equal NFE
+# ---------------------------------------------------------------------------------------------------------
+def compare_heun_vs_dlg(
+    denoiser,
+    estimator: NoiseLevelEstimator,
+    reference: Tensor,
+    *,
+    num: int,
+    generator: torch.Generator | None = None,
+    config: DLGConfig | None = None,
+    metric: Callable[[Tensor, Tensor], float] | None = None,
+    sampler: str = "heun",
+    device="cpu",
+) -> list[dict]:
+    """Run DLG + `sampler`, then plain `sampler` from σ_max with the fewest steps whose NFE is at least
+    DLG's amortised NFE. Rows: {method, steps, nfe, classifier_evals, metric, samples} (samples model range).
+    `metric(samples, reference)` defaults to the sliced Wasserstein distance on flattened samples."""
+    from .metrics.vector import sliced_wasserstein
+    from .samplers import get_sampler, get_sigmas
+
+    gen = generator if generator is not None else torch.Generator(device=device).manual_seed(0)
+    cfg = config or DLGConfig(finisher=sampler)
+    cfg.finisher = sampler
+    metric = metric or (lambda a, b: sliced_wasserstein(a.flatten(1), b.flatten(1)))
+    res = sample_dlg(denoiser, estimator, num, cfg, generator=gen, device=device)
+    spec = get_sampler(sampler)
+    steps = 1
+    while spec.nfe is not None and spec.nfe(steps) < res.nfe_per_sample and steps < 1000:
+        steps += 1
+    process = getattr(denoiser, "process", None)
+    smax = float(process.sigma_max if process is not None else denoiser.sigma_max)
+    sched = _schedule_for(spec, None, process)
+    sigmas = get_sigmas(sched, steps, process=process, sigma_max=smax)
+    x = smax * torch.randn((num, *denoiser.data_shape), generator=gen, device=device)
+    plain = spec.fn(denoiser, x, sigmas.to(x.device, x.dtype), process=process, generator=gen)
+    ref = reference.float().cpu()
+    return [
+        {
+            "method": sampler,
+            "steps": steps,
+            "nfe": float(plain.nfe),
+            "classifier_evals": 0.0,
+            "metric": float(metric(plain.x.cpu(), ref)),
+            "samples": plain.x.cpu(),
+        },
+        {
+            "method": f"dlg+{sampler}",
+            "steps": cfg.finisher_steps,
+            "nfe": res.nfe_per_sample,
+            "classifier_evals": res.classifier_evals_per_sample,
+            "metric": float(metric(res.samples, ref)),
+            "samples": res.samples,
+        },
+    ]
