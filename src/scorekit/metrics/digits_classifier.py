@@ -39,8 +39,9 @@ DIGITS_CLASSIFIER_SHA256 = "31c0fab84f9ee29d30a1a927b92255c78e00f071b3c2509b4e66
 
 
 class DigitsCNN(nn.Module):
-    """conv3×3(32) → conv3×3(64) → maxpool → linear(1024→64) = features → linear(64→10) = logits.
-    Input: [N, 1, 8, 8] in [0, 1] (user range)."""
+    """conv3×3(32) → conv3×3(64) → maxpool → linear(1024→64) = features → ReLU → linear(64→10) = logits.
+    Input: [N, 1, 8, 8] in [0, 1] (user range). The features are the penultimate layer's pre-activations
+    (ReLU zeroes some units on every digit, which would carry no information)."""
 
     feature_dim = 64
 
@@ -54,11 +55,13 @@ class DigitsCNN(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = 2 * x - 1
         x = F.relu(self.conv2(F.relu(self.conv1(x))))
-        x = F.max_pool2d(x, 2).flatten(1)
-        return F.relu(self.fc1(x))
+        return self.fc1(F.max_pool2d(x, 2).flatten(1))
+
+    def logits_from_features(self, f: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(f))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.features(x))
+        return self.logits_from_features(self.features(x))
 
 
 def digits_split(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:

@@ -99,7 +99,7 @@ class InceptionExtractor(FeatureExtractor):
 
 
 class DigitsExtractor(FeatureExtractor):
-    """Penultimate (64-d) features and logits of scorekit's pinned 8×8 digits classifier."""
+    """Penultimate-layer (64-d, pre-ReLU) features and logits of scorekit's pinned 8×8 digits classifier."""
 
     name = "digits"
     feature_dim = 64
@@ -118,7 +118,7 @@ class DigitsExtractor(FeatureExtractor):
 
     def _forward(self, x):
         f = self.net.features(x)
-        return f, self.net.fc2(f)
+        return f, self.net.logits_from_features(f)
 
 
 def get_extractor(

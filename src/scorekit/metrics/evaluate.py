@@ -1,0 +1,194 @@
+"""`evaluate_samples`: samples (user units) against a data set → a metrics dict, as `scorekit evaluate` writes it.
+
+Image data: fid, kid (± std over subsets), is (± std over splits), precision / recall, on features of a pinned
+extractor (named with its SHA-256 in the result). Vector data: sliced Wasserstein, MMD (RBF, unbiased) and
+exact W2 on at most `w2_max` points per side.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["IMAGE_METRICS", "VECTOR_METRICS", "parse_metrics", "load_samples_npz", "evaluate_samples"]
+
+IMAGE_METRICS = ("fid", "kid", "is", "pr")
+VECTOR_METRICS = ("swd", "mmd", "w2")
+_ALIASES = {"precision": "pr", "recall": "pr", "inception_score": "is", "sliced_wasserstein": "swd"}
+
+
+def parse_metrics(spec: str | list[str] | None, kind: str) -> list[str]:
+    """Comma list → metric names valid for this data kind (default: all of that kind)."""
+    allowed = IMAGE_METRICS if kind == "image" else VECTOR_METRICS
+    if spec is None or spec == "" or spec == "all":
+        return list(allowed)
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    out: list[str] = []
+    for n in (s.strip().lower() for s in names):
+        n = _ALIASES.get(n, n)
+        if n not in IMAGE_METRICS + VECTOR_METRICS:
+            raise ValueError(f"unknown metric {n!r} (choose from {', '.join(IMAGE_METRICS + VECTOR_METRICS)})")
+        if n not in allowed:
+            raise ValueError(f"metric {n!r} is for {'vector' if kind == 'image' else 'image'} data, not {kind} data")
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def load_samples_npz(path: str | Path) -> tuple[np.ndarray, dict]:
+    """The `samples` array (float32) and the scalar extras (`nfe`, …) of a `scorekit sample` output."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"samples file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "samples" not in z.files:
+                raise ValueError(f"{path} has no 'samples' array (keys: {', '.join(z.files) or 'none'})")
+            samples = z["samples"]
+            extras = {k: float(z[k]) for k in ("nfe",) if k in z.files and z[k].size == 1}
+    except (OSError, EOFError) as e:
+        raise ValueError(f"cannot read {path}: {' '.join(str(e).split())}") from None
+    if not np.issubdtype(samples.dtype, np.number):
+        raise ValueError(f"{path}: 'samples' is not numeric (dtype {samples.dtype})")
+    return samples.astype(np.float32), extras
+
+
+def _check_samples(samples: np.ndarray, shape: tuple, kind: str) -> np.ndarray:
+    if samples.ndim < 2 or tuple(samples.shape[1:]) != tuple(shape):
+        raise ValueError(f"samples have shape {tuple(samples.shape)}, the data has per-sample shape {tuple(shape)}")
+    if not np.all(np.isfinite(samples)):
+        raise ValueError(f"samples contain {int((~np.isfinite(samples)).sum())} NaN/Inf values")
+    if kind == "image":
+        lo, hi = float(samples.min()), float(samples.max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise ValueError(f"image samples must lie in [0, 1] (found [{lo:.3g}, {hi:.3g}]): pass user-range images")
+        samples = np.clip(samples, 0.0, 1.0)
+    return samples
+
+
+def evaluate_samples(
+    samples,
+    data: str,
+    *,
+    metrics: str | list[str] | None = None,
+    extractor: str = "auto",
+    inception_path=None,
+    inception_sha256: str | None = None,
+    ref_stats: str | Path | None = None,
+    num_ref: int | None = None,
+    split: str = "train",
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    is_splits: int = 10,
+    pr_k: int = 3,
+    swd_projections: int = 256,
+    w2_max: int = 1000,
+    seed: int = 0,
+    device="cpu",
+) -> dict:
+    """Metrics of `samples` (user units: images in [0, 1], channels first) against `data`'s `split`.
+    With `ref_stats`, reference features come from that `.npz` (created if absent; refused if its extractor,
+    hash, data, split or N differ)."""
+    from ..data import load_data
+
+    samples = np.asarray(samples.detach().cpu() if torch.is_tensor(samples) else samples, dtype=np.float32)
+    ds_ref = None
+    if ref_stats is None or not Path(ref_stats).is_file():
+        ds_ref = load_data(data, split=split, num=num_ref, seed=seed)
+        kind, shape = ds_ref.kind, tuple(ds_ref.shape)
+    else:  # the data's kind and shape still come from the data set (cheap), not the cached file
+        probe = load_data(data, split=split, num=2, seed=seed)
+        kind, shape = probe.kind, tuple(probe.shape)
+    names = parse_metrics(metrics, kind)
+    samples = _check_samples(samples, shape, kind)
+    if len(samples) < 2:
+        raise ValueError(f"need at least 2 samples, got {len(samples)}")
+    result: dict = {}
+    if kind == "image":
+        result.update(
+            _image_metrics(samples, data, split, num_ref, ds_ref, shape, names, extractor, inception_path,
+                           inception_sha256, ref_stats, kid_subsets, kid_subset_size, is_splits, pr_k, seed, device)
+        )  # fmt: skip
+    else:
+        ref = ds_ref.user_data().double().reshape(len(ds_ref), -1)
+        x = torch.from_numpy(samples).double().reshape(len(samples), -1)
+        result.update(_vector_metrics(x, ref, names, swd_projections, w2_max, seed))
+        result["num_reference"] = len(ref)
+    result["num_samples"] = len(samples)
+    result["data"] = data
+    result["split"] = split
+    return result
+
+
+def _image_metrics(samples, data, split, num_ref, ds_ref, shape, names, extractor, inception_path, inception_sha256,
+                   ref_stats, kid_subsets, kid_subset_size, is_splits, pr_k, seed, device) -> dict:  # fmt: skip
+    from .features import get_extractor
+    from .fid import frechet_distance, gaussian_stats
+    from .inception_score import inception_score
+    from .kid import kernel_inception_distance
+    from .precision_recall import precision_recall
+    from .reference import load_reference, save_reference
+
+    ext = get_extractor(extractor, "image", shape, inception_path, inception_sha256, device=device)
+    feats, logits = ext.features_and_logits(samples)
+    need_ref_features = "kid" in names or "pr" in names
+    if ref_stats is not None and Path(ref_stats).is_file():
+        ref = load_reference(ref_stats, extractor=ext.name, extractor_sha256=ext.sha256, data=data, split=split,
+                             num=num_ref)  # fmt: skip
+        if need_ref_features and ref["features"] is None:
+            raise ValueError(f"{ref_stats} holds only mean/covariance; KID and precision/recall need its features")
+        ref_mu, ref_sigma, ref_feats, n_ref = ref["mu"], ref["sigma"], ref["features"], int(ref["meta"]["num"])
+    else:
+        ref_feats = ext.features(ds_ref.user_data())
+        ref_mu, ref_sigma = gaussian_stats(ref_feats)
+        n_ref = len(ref_feats)
+        if ref_stats is not None:
+            save_reference(ref_stats, ref_feats, extractor=ext.name, extractor_sha256=ext.sha256, data=data,
+                           split=split)  # fmt: skip
+    out: dict = {}
+    if "fid" in names:
+        out["fid"] = frechet_distance(*gaussian_stats(feats), ref_mu, ref_sigma)
+    if "kid" in names:
+        out["kid"], out["kid_std"] = kernel_inception_distance(
+            feats, ref_feats, num_subsets=kid_subsets, subset_size=kid_subset_size, seed=seed
+        )
+        out["kid_subset_size"] = min(int(kid_subset_size), len(feats), len(ref_feats))
+    if "is" in names:
+        splits = max(1, min(int(is_splits), len(logits) // 2))
+        out["is"], out["is_std"] = inception_score(logits, splits=splits)
+        out["is_splits"] = splits
+    if "pr" in names:
+        out["precision"], out["recall"] = precision_recall(ref_feats, feats, k=pr_k)
+        out["pr_k"] = int(pr_k)
+    out["feature_extractor"] = ext.name
+    out["feature_extractor_sha256"] = ext.sha256
+    out["num_reference"] = n_ref
+    return out
+
+
+def _vector_metrics(x: torch.Tensor, ref: torch.Tensor, names, swd_projections, w2_max, seed) -> dict:
+    from .vector import mmd_rbf, sliced_wasserstein, wasserstein2_exact
+
+    out: dict = {}
+    if "swd" in names:
+        g = torch.Generator().manual_seed(int(seed))
+        out["sliced_wasserstein"] = sliced_wasserstein(x, ref, num_projections=swd_projections, generator=g)
+    if "mmd" in names:
+        g = torch.Generator().manual_seed(int(seed) + 1)
+        xs = x[torch.randperm(len(x), generator=g)[:5000]]
+        rs = ref[torch.randperm(len(ref), generator=g)[:5000]]
+        out["mmd"] = mmd_rbf(xs, rs)
+    if "w2" in names:
+        g = torch.Generator().manual_seed(int(seed) + 2)
+        m = min(int(w2_max), len(x), len(ref))
+        xs = x[torch.randperm(len(x), generator=g)[:m]]
+        rs = ref[torch.randperm(len(ref), generator=g)[:m]]
+        out["w2"] = wasserstein2_exact(xs, rs, max_n=max(m, 1))
+        out["w2_num"] = m
+    for k, v in out.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"metric {k} is not finite")
+    return out
