@@ -286,13 +286,13 @@ def _score_sde_process_and_denoiser(entry: dict) -> tuple[dict, dict]:
 
 def _image_data_section(dataset: str, shape: list[int], centered: bool, num_classes: int = 0) -> dict:
     """The run's data section. Model range is [-1, 1] (centered) or [0, 1] (score_sde's data.centered=False)."""
-    lo = -1.0 if centered else 0.0
     return {
         "spec": str(dataset).lower(),
         "kind": "image",
         "shape": [int(s) for s in shape],
         "num_classes": int(num_classes),
-        "transform": {"kind": "image", "range": [lo, 1.0]},
+        # DataTransform: x_model = (x_user − shift) / scale with user range [0, 1]
+        "transform": {"kind": "image", "shift": 0.0 if not centered else 0.5, "scale": 1.0 if not centered else 0.5},
     }
 
 
