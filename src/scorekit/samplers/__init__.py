@@ -1,32 +1,73 @@
-"""The sampler family. Every sampler: fn(denoiser, x, sigmas, *, process, generator, callback, **opts).
+"""The sampler family. Every sampler: fn(denoiser, x, sigmas, *, process, generator, callback, class_labels, **opts)
+→ SamplerOutput(x, nfe).
 
-`SAMPLERS` maps the command-line name to a `SamplerSpec`; `get_sampler(name)` looks one up.
+`SAMPLERS` maps the command-line name to a `SamplerSpec`; `get_sampler(name)` looks one up, and
+`spec.check_options(opts)` validates `--sampler-opt key=value` pairs against the options it accepts.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .base import SamplerOutput
-from .ode import sample_pf_euler
+from .ddpm import sample_ancestral, sample_ddim
+from .edm import sample_edm_stochastic, sample_heun
+from .langevin import sample_annealed_langevin, sample_langevin
+from .multistep import sample_dpmpp_2m
+from .ode import sample_pf_euler, sample_rk45
 from .schedules import SCHEDULES, get_sigmas
-from .sde import sample_euler_maruyama
+from .sde import sample_euler_maruyama, sample_pc, sample_reverse_diffusion
 
-__all__ = ["SAMPLERS", "SamplerSpec", "SamplerOutput", "get_sampler", "get_sigmas", "SCHEDULES", "register"]
+__all__ = [
+    "SAMPLERS",
+    "SamplerSpec",
+    "SamplerOutput",
+    "get_sampler",
+    "get_sigmas",
+    "SCHEDULES",
+    "register",
+    "sample_ancestral",
+    "sample_annealed_langevin",
+    "sample_ddim",
+    "sample_dpmpp_2m",
+    "sample_edm_stochastic",
+    "sample_euler_maruyama",
+    "sample_heun",
+    "sample_langevin",
+    "sample_pc",
+    "sample_pf_euler",
+    "sample_reverse_diffusion",
+    "sample_rk45",
+]
 
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """A registered sampler: its function, whether it is deterministic, its default σ schedule, and
-    its NFE for N steps when that is fixed (None for adaptive solvers)."""
+    """A registered sampler: its function, whether it is deterministic, its default σ schedule, its NFE for N
+    steps when that is fixed (`nfe(steps, **options)`; None for adaptive solvers) and the options it accepts."""
 
     name: str
     fn: Callable
     deterministic: bool
     default_schedule: str
-    nfe: Callable[[int], int] | None
+    nfe: Callable[..., int] | None
     description: str = ""
+    options: tuple[str, ...] = ()
+
+    def option_defaults(self) -> dict:
+        """The default value of each option, read from the function's signature."""
+        params = inspect.signature(self.fn).parameters
+        return {k: params[k].default for k in self.options}
+
+    def check_options(self, options: dict) -> dict:
+        """Raise ValueError for an option this sampler does not take; returns the options unchanged."""
+        bad = sorted(set(options) - set(self.options))
+        if bad:
+            takes = ", ".join(self.options) if self.options else "no options"
+            raise ValueError(f"sampler {self.name!r} has no option {', '.join(bad)} (it takes {takes})")
+        return options
 
 
 SAMPLERS: dict[str, SamplerSpec] = {}
@@ -37,26 +78,102 @@ def register(spec: SamplerSpec) -> SamplerSpec:
     return spec
 
 
-register(
+def _pc_nfe(n, corrector_steps=1, **_):
+    return n * (int(corrector_steps) + 1)
+
+
+def _langevin_nfe(n, denoise=True, **_):
+    return n + int(bool(denoise))
+
+
+def _annealed_nfe(n, n_steps_each=5, denoise=True, **_):
+    return n * int(n_steps_each) + int(bool(denoise))
+
+
+for _spec in (
     SamplerSpec(
         "euler_maruyama",
         sample_euler_maruyama,
         False,
         "uniform_t",
-        lambda n: n,
+        lambda n, **_: n,
         "Euler–Maruyama on the reverse SDE of the process",
-    )
-)
-register(
+    ),
+    SamplerSpec(
+        "reverse_diffusion",
+        sample_reverse_diffusion,
+        False,
+        "uniform_t",
+        lambda n, **_: n,
+        "reverse-diffusion predictor (the forward discretisation run backwards)",
+    ),
+    SamplerSpec(
+        "pc",
+        sample_pc,
+        False,
+        "uniform_t",
+        _pc_nfe,
+        "predictor + Langevin corrector with the signal-to-noise step rule",
+        ("snr", "corrector_steps", "predictor"),
+    ),
+    SamplerSpec(
+        "ancestral",
+        sample_ancestral,
+        False,
+        "uniform_t",
+        lambda n, **_: n,
+        "DDPM ancestral sampling (β̃ 'posterior' or β 'forward' variance)",
+        ("variance",),
+    ),
+    SamplerSpec("ddim", sample_ddim, True, "uniform_t", lambda n, **_: n, "DDIM; eta=0 deterministic", ("eta",)),
     SamplerSpec(
         "pf_euler",
         sample_pf_euler,
         True,
         "uniform_t",
-        lambda n: n,
+        lambda n, **_: n,
         "Euler on the probability-flow ODE of the process",
-    )
-)
+    ),
+    SamplerSpec(
+        "rk45",
+        sample_rk45,
+        True,
+        "uniform_t",
+        None,
+        "adaptive RK45 on the probability-flow ODE (NFE from the solver)",
+        ("rtol", "atol", "backend"),
+    ),
+    SamplerSpec("heun", sample_heun, True, "karras", lambda n, **_: 2 * n - 1, "EDM Algorithm 1 (Heun)"),
+    SamplerSpec(
+        "edm_stochastic",
+        sample_edm_stochastic,
+        False,
+        "karras",
+        lambda n, **_: 2 * n - 1,
+        "EDM Algorithm 2 (stochastic Heun with churn)",
+        ("s_churn", "s_tmin", "s_tmax", "s_noise"),
+    ),
+    SamplerSpec("dpmpp_2m", sample_dpmpp_2m, True, "karras", lambda n, **_: n, "DPM-Solver++(2M)"),
+    SamplerSpec(
+        "langevin",
+        sample_langevin,
+        False,
+        "log",
+        _langevin_nfe,
+        "unadjusted Langevin at a fixed σ (default: the schedule's smallest)",
+        ("sigma", "step_scale", "step_size", "denoise"),
+    ),
+    SamplerSpec(
+        "annealed_langevin",
+        sample_annealed_langevin,
+        False,
+        "log",
+        _annealed_nfe,
+        "NCSN annealed Langevin dynamics (T steps per level)",
+        ("n_steps_each", "step_scale", "step_size", "denoise"),
+    ),
+):
+    register(_spec)
 
 
 def get_sampler(name: str) -> SamplerSpec:

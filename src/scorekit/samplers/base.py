@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -19,6 +19,8 @@ __all__ = [
     "resolve_process",
     "noise_like",
     "bcast",
+    "check_choice",
+    "check_positive",
 ]
 
 
@@ -47,7 +49,10 @@ class CountingDenoiser:
 
 
 def as_sigma_table(sigmas, x: Tensor) -> Tensor:
-    """σ schedule as [B, N+1] in x's dtype/device (a shared [N+1] schedule is expanded)."""
+    """σ schedule as [B, N+1] in x's dtype/device (a shared [N+1] schedule is expanded).
+
+    Checks that each row is finite, non-increasing, positive and ends in 0.
+    """
     s = torch.as_tensor(sigmas, dtype=x.dtype, device=x.device)
     if s.ndim == 1:
         s = s[None].expand(x.shape[0], -1)
@@ -55,6 +60,14 @@ def as_sigma_table(sigmas, x: Tensor) -> Tensor:
         raise ValueError(f"sigmas must be [N+1] or [batch, N+1]; got {tuple(s.shape)} for batch {x.shape[0]}")
     if s.shape[1] < 2:
         raise ValueError("a σ schedule needs at least two entries (σ_max … 0)")
+    if not bool(torch.isfinite(s).all()):
+        raise ValueError("σ schedule has NaN or infinite entries")
+    if bool((s[:, -1] != 0).any()):
+        raise ValueError("a σ schedule must end in 0")
+    if bool((s[:, :-1] <= 0).any()):
+        raise ValueError("every σ level before the final 0 must be positive")
+    if bool((s[:, 1:] > s[:, :-1]).any()):
+        raise ValueError("a σ schedule must be non-increasing")
     return s
 
 
@@ -68,5 +81,27 @@ def resolve_process(process: Process | None) -> Process:
     return process if process is not None else EDM()
 
 
-def noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+def noise_like(x: Tensor, generator: torch.Generator | Sequence[torch.Generator] | None) -> Tensor:
+    """Standard normal noise shaped like x, from one generator or from one generator per sample.
+
+    A list of generators (one per row, as EDM's StackedRandomGenerator) makes every sample's noise
+    independent of what else is in the batch, so a sample's trajectory does not depend on its batch.
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    gens = list(generator)
+    if len(gens) != x.shape[0]:
+        raise ValueError(f"got {len(gens)} generators for a batch of {x.shape[0]}")
+    return torch.stack([torch.randn(x.shape[1:], generator=g, dtype=x.dtype, device=x.device) for g in gens])
+
+
+def check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+def check_positive(name: str, value, allow_zero: bool = False) -> float:
+    v = float(value)
+    if not (v >= 0 if allow_zero else v > 0) or v != v or v == float("inf"):
+        raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'} and finite; got {value!r}")
+    return v

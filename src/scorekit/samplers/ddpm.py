@@ -1,0 +1,115 @@
+"""DDPM ancestral sampling and DDIM, written in σ-space on the denoiser D (x_σ = x_process / s).
+
+Both move from σ to σ' < σ as x' = D + (σ_down/σ)(x − D) + σ_up·z with σ_down² = σ'² − σ_up²: the
+deterministic part keeps the posterior mean of the Gaussian bridge x_σ' | x_σ, x0 = D (Ho et al. 2020, eq. 7,
+divided by s(t')), and σ_up sets the injected noise.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import (
+    CountingDenoiser,
+    SamplerOutput,
+    as_sigma_table,
+    bcast,
+    check_choice,
+    noise_like,
+    resolve_process,
+    sigma_at,
+)
+
+__all__ = ["sample_ancestral", "sample_ddim", "ANCESTRAL_VARIANCES", "posterior_sigma_up"]
+
+ANCESTRAL_VARIANCES = ("posterior", "forward", "beta_tilde", "beta", "small", "large")
+
+
+def posterior_sigma_up(sigma, sigma_next):
+    """Std of the σ-space bridge x_σ' | x_σ, x0: σ'·√(σ² − σ'²)/σ (DDPM's β̃_t divided by s(t')²)."""
+    return sigma_next * ((sigma**2 - sigma_next**2).clamp(min=0)).sqrt() / sigma
+
+
+def _sigma_space_step(D, x, table, i, sigma_up, generator, noisy=True):
+    sig, sig_next = sigma_at(table, i), sigma_at(table, i + 1)
+    den = D(x, sig)
+    sigma_up = torch.minimum(sigma_up, sig_next)
+    sigma_down = (sig_next**2 - sigma_up**2).clamp(min=0).sqrt()
+    x = den + bcast(sigma_down / sig, x) * (x - den)
+    if noisy:
+        x = x + bcast(sigma_up, x) * noise_like(x, generator)
+    return x, den
+
+
+@torch.no_grad()
+def sample_ancestral(
+    denoiser,
+    x,
+    sigmas,
+    *,
+    process=None,
+    generator=None,
+    callback=None,
+    class_labels=None,
+    variance: str = "posterior",
+):
+    """DDPM ancestral sampling (Ho et al. 2020, Alg. 2) on any σ schedule; the step to σ = 0 is x ← D. NFE = N.
+
+    variance="posterior" (β̃_t): σ_up² = σ'²(σ² − σ'²)/σ². variance="forward" (β_t, the forward step's
+    variance): σ_up² = (s_t/s_t')²(σ² − σ'²) from the process, capped at σ'² (σ_down ≥ 0).
+    """
+    check_choice("variance", variance, ANCESTRAL_VARIANCES)
+    forward = variance in ("forward", "beta", "large")
+    proc = resolve_process(process)
+    table = as_sigma_table(sigmas, x)
+    D = CountingDenoiser(denoiser, class_labels)
+    n = table.shape[1] - 1
+    for i in range(n):
+        sig, sig_next = sigma_at(table, i), sigma_at(table, i + 1)
+        if i == n - 1 or bool((sig_next <= 0).all()):
+            den = D(x, sig)
+            x = den
+        else:
+            if forward:
+                ratio = proc.scale(proc.t_of_sigma(sig)) / proc.scale(proc.t_of_sigma(sig_next))
+                up = ratio * (sig**2 - sig_next**2).clamp(min=0).sqrt()
+            else:
+                up = posterior_sigma_up(sig, sig_next)
+            x, den = _sigma_space_step(D, x, table, i, up, generator)
+        if callback is not None:
+            callback({"i": i, "x": x, "sigma": sig, "denoised": den})
+    return SamplerOutput(x, float(D.calls))
+
+
+@torch.no_grad()
+def sample_ddim(
+    denoiser,
+    x,
+    sigmas,
+    *,
+    process=None,
+    generator=None,
+    callback=None,
+    class_labels=None,
+    eta: float = 0.0,
+):
+    """DDIM (Song, Meng & Ermon 2021, eq. 12) with σ_up = η·σ'√(σ² − σ'²)/σ; η = 0 is the probability-flow
+    ODE's first-order exponential step, η = 1 is ancestral sampling. NFE = N."""
+    del process  # σ-space: DDIM's update is the same for every process
+    eta = float(eta)
+    if not (0.0 <= eta <= 1.0):
+        raise ValueError(f"eta must be in [0, 1]; got {eta!r}")
+    table = as_sigma_table(sigmas, x)
+    D = CountingDenoiser(denoiser, class_labels)
+    n = table.shape[1] - 1
+    for i in range(n):
+        sig, sig_next = sigma_at(table, i), sigma_at(table, i + 1)
+        if i == n - 1 or bool((sig_next <= 0).all()):
+            den = D(x, sig)
+            x = den
+        else:
+            up = eta * posterior_sigma_up(sig, sig_next)
+            x, den = _sigma_space_step(D, x, table, i, up, generator, noisy=eta > 0)
+        if callback is not None:
+            callback({"i": i, "x": x, "sigma": sig, "denoised": den})
+    return SamplerOutput(x, float(D.calls))
