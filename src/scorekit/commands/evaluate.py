@@ -1,0 +1,72 @@
+"""`scorekit evaluate`: sample-quality metrics of an `.npz` of samples against a data set, written as JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+NAME = "evaluate"
+HELP = "metrics of samples against data: FID/KID/IS/precision/recall (images), sliced W/MMD/W2 (vectors)"
+
+
+def add_arguments(p):
+    p.add_argument("--samples", required=True, help="OUT.npz from `scorekit sample` (key 'samples', user range)")
+    p.add_argument("--data", required=True, help="reference data: digits, a toy name, gmm:SPEC.json, or a path")
+    p.add_argument("--out", required=True, help="METRICS.json to write (atomically)")
+    p.add_argument(
+        "--metrics",
+        default=None,
+        help="comma list from fid,kid,is,pr (images) or swd,mmd,w2 (vectors); default: all for the data kind",
+    )
+    p.add_argument("--extractor", default="auto", choices=["auto", "digits", "inception"])
+    p.add_argument(
+        "--inception-weights",
+        default=None,
+        metavar="PATH",
+        help="local pt_inception-2015-12-05-6726825d.pth (or set SCOREKIT_INCEPTION_WEIGHTS); never downloaded",
+    )
+    p.add_argument(
+        "--inception-sha256", default=None, help="accept an Inception file with this SHA-256 instead of the published"
+    )
+    p.add_argument("--ref-stats", default=None, metavar="FILE.npz", help="cached reference features (made if absent)")
+    p.add_argument("--ref-split", default="train", choices=["train", "test", "all"], help="split of --data to use")
+    p.add_argument("--num-ref", type=int, default=None, help="reference samples (default: all of the split)")
+    p.add_argument("--kid-subsets", type=int, default=100)
+    p.add_argument("--kid-subset-size", type=int, default=1000)
+    p.add_argument("--is-splits", type=int, default=10)
+    p.add_argument("--pr-k", type=int, default=3, help="k of the k-NN manifolds for precision/recall")
+    p.add_argument("--w2-max", type=int, default=1000, help="exact W2 on at most this many points per side")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+
+
+def run(args) -> int:
+    from ..checkpoint import write_json_atomic
+    from ..metrics.evaluate import evaluate_samples, load_samples_npz
+
+    if args.num_ref is not None and args.num_ref < 2:
+        raise ValueError(f"--num-ref must be >= 2, got {args.num_ref}")
+    samples, extras = load_samples_npz(args.samples)
+    result = evaluate_samples(
+        samples,
+        args.data,
+        metrics=args.metrics,
+        extractor=args.extractor,
+        inception_path=args.inception_weights,
+        inception_sha256=args.inception_sha256,
+        ref_stats=args.ref_stats,
+        num_ref=args.num_ref,
+        split=args.ref_split,
+        kid_subsets=args.kid_subsets,
+        kid_subset_size=args.kid_subset_size,
+        is_splits=args.is_splits,
+        pr_k=args.pr_k,
+        w2_max=args.w2_max,
+        seed=args.seed,
+        device=args.device,
+    )
+    result.update(extras)
+    result["samples"] = str(Path(args.samples))
+    write_json_atomic(args.out, result)
+    shown = {k: v for k, v in result.items() if isinstance(v, float)}
+    print(" ".join(f"{k}={v:.4g}" for k, v in shown.items()) + f"  -> {args.out}")
+    return 0
