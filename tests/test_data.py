@@ -15,6 +15,7 @@ from scorekit.data import (
     BatchStream,
     DataTransform,
     image_grid,
+    infer_array_layout,
     iterate_batches,
     load_data,
     read_idx,
@@ -397,3 +398,28 @@ def test_image_grid_layout_and_files(tmp_path):
         assert im.size[0] > 100
     with pytest.raises(ValueError, match=r"\[N, 2\]"):
         save_scatter(tmp_path / "bad.png", torch.randn(10, 3))
+
+
+def test_idx_alternative_file_names(tmp_path):
+    """Kaggle's PREFIX-images.idx3-ubyte and EMNIST's emnist-SET-PREFIX-images-idx3-ubyte with test-… files."""
+    kag = tmp_path / "kaggle"
+    kag.mkdir()
+    write_idx(kag / "train-images.idx3-ubyte", random_images(3, 4, 4))
+    write_idx(kag / "train-labels.idx1-ubyte", np.array([2, 0, 1], np.uint8))
+    assert load_data(str(kag)).labels.tolist() == [2, 0, 1]
+    em = tmp_path / "emnist"
+    em.mkdir()
+    write_idx(em / "emnist-digits-train-images-idx3-ubyte.gz", random_images(3, 4, 4), gz=True)
+    write_idx(em / "emnist-digits-train-labels-idx1-ubyte.gz", np.array([1, 1, 0], np.uint8), gz=True)
+    write_idx(em / "emnist-digits-test-images-idx3-ubyte.gz", random_images(2, 4, 4), gz=True)
+    write_idx(em / "emnist-digits-test-labels-idx1-ubyte.gz", np.array([0, 1], np.uint8), gz=True)
+    assert load_data(str(em)).labels.tolist() == [1, 1, 0]
+    assert load_data(str(em), split="test").labels.tolist() == [0, 1]
+
+
+def test_array_layout_inference():
+    assert infer_array_layout((7, 5)) == "vector" and infer_array_layout((7, 8, 8)) == "nhw"
+    assert infer_array_layout((7, 3, 32, 32)) == "nchw" and infer_array_layout((7, 32, 32, 3)) == "nhwc"
+    assert infer_array_layout((7, 3, 4, 4)) == "nchw" and infer_array_layout((7, 4, 4, 3)) == "nhwc"  # square wins
+    with pytest.raises(ValueError, match="cannot interpret"):
+        infer_array_layout((7, 2, 5, 5, 5))

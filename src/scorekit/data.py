@@ -341,7 +341,7 @@ def _load_path(spec: str, split: str) -> Dataset:
     if p.is_dir():
         if _find_cifar_dir(p) is not None:
             return _load_cifar(_find_cifar_dir(p), split)
-        if _find_idx_pair(p, "train") is not None or _find_idx_pair(p, "t10k") is not None:
+        if any(_find_idx_pair(p, prefix) is not None for prefix in ("train", "t10k", "test")):
             return _load_idx_dir(p, split)
         return _load_image_folder(p)
     name = p.name.lower()
@@ -404,18 +404,31 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def _find_idx_pair(folder: Path, prefix: str) -> tuple[Path, Path | None] | None:
-    """(images, labels or None) named like PREFIX-images-idx3-ubyte[.gz] / PREFIX-labels-idx1-ubyte[.gz]."""
+    """(images, labels or None) for files named like [NAME-]PREFIX-images-idx3-ubyte[.gz] in `folder`
+    (MNIST, Fashion-MNIST, Kaggle's PREFIX-images.idx3-ubyte, EMNIST's emnist-SET-PREFIX-images-…)."""
+    hits = sorted(
+        f
+        for f in folder.iterdir()
+        if f.is_file()
+        and "idx" in f.name.lower()
+        and (f.name.lower().startswith(f"{prefix}-images") or f"-{prefix}-images" in f.name.lower())
+    )
+    return None if not hits else (hits[0], _labels_for(hits[0]))
 
-    def first(kind: str) -> Path | None:
-        hits = sorted(
-            f
-            for f in folder.iterdir()
-            if f.is_file() and f.name.lower().startswith(f"{prefix}-{kind}") and "idx" in f.name.lower()
-        )
-        return hits[0] if hits else None
 
-    images = first("images")
-    return None if images is None else (images, first("labels"))
+def _labels_for(images: Path) -> Path | None:
+    """The labels file next to an IDX images file: "images" → "labels", "idx3" → "idx1", with or without .gz."""
+    lower = images.name.lower()
+    if "images" not in lower:
+        return None
+    i = lower.index("images")
+    name = images.name[:i] + "labels" + images.name[i + 6 :]
+    name = name.replace("idx3", "idx1").replace("IDX3", "IDX1")
+    alt = name[:-3] if name.lower().endswith(".gz") else name + ".gz"
+    for cand in (images.with_name(name), images.with_name(alt)):
+        if cand.is_file():
+            return cand
+    return None
 
 
 def _idx_images(images: np.ndarray, path: Path) -> np.ndarray:
@@ -428,17 +441,12 @@ def _idx_images(images: np.ndarray, path: Path) -> np.ndarray:
 
 def _load_idx_file(path: Path) -> Dataset:
     images = _idx_images(read_idx(path), path)
+    lab_path = _labels_for(path)
     labels = None
-    lower = path.name.lower()
-    if "images" in lower:
-        name = path.name[: lower.index("images")] + "labels" + path.name[lower.index("images") + 6 :]
-        name = name.replace("idx3", "idx1").replace("IDX3", "IDX1")
-        cand = [path.with_name(name)]
-        cand += [path.with_name(name[:-3])] if name.endswith(".gz") else [path.with_name(name + ".gz")]
-        for c in cand:
-            if c.is_file():
-                labels = read_idx(c)
-                break
+    if lab_path is not None:
+        labels = read_idx(lab_path)
+        if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+            raise ValueError(f"{lab_path}: {labels.shape} labels do not match {images.shape[0]} images")
     return _image_dataset(images, labels, str(path))
 
 
@@ -447,6 +455,8 @@ def _load_idx_dir(folder: Path, split: str) -> Dataset:
     xs, ys = [], []
     for prefix in parts:
         pair = _find_idx_pair(folder, prefix)
+        if pair is None and prefix == "t10k":
+            pair = _find_idx_pair(folder, "test")  # EMNIST names its test files "test-…"
         if pair is None:
             raise ValueError(f"{folder}: no {prefix}-images-idx3-ubyte[.gz] file for split {split!r}")
         images = _idx_images(read_idx(pair[0]), pair[0])
@@ -576,18 +586,20 @@ def _load_image_folder(path: Path) -> Dataset:
 
 # --- numpy arrays ------------------------------------------------------------------------------------------
 def infer_array_layout(shape: tuple[int, ...]) -> str:
-    """'vector' for [N, D]; 'nchw' / 'nhwc' / 'nhw' for images (channels 1, 3 or 4 decide NCHW vs NHWC)."""
+    """'vector' for [N, D]; 'nhw' for [N, H, W]; 'nchw' or 'nhwc' for 4-D arrays: the channel axis is the one of
+    size 1, 3 or 4; when both candidates qualify, the layout giving square images wins, then channels-first."""
     if len(shape) == 2:
         return "vector"
     if len(shape) == 3:
         return "nhw"
     if len(shape) == 4:
-        if shape[1] in (1, 3, 4) and shape[3] not in (1, 3, 4):
+        first, last = shape[1] in (1, 3, 4), shape[3] in (1, 3, 4)
+        if first and last:
+            return "nhwc" if shape[1] == shape[2] and shape[2] != shape[3] else "nchw"
+        if first:
             return "nchw"
-        if shape[3] in (1, 3, 4):
+        if last:
             return "nhwc"
-        if shape[1] in (1, 3, 4):
-            return "nchw"
     raise ValueError(f"cannot interpret an array of shape {tuple(shape)} as [N, D] vectors or [N, C, H, W] images")
 
 
