@@ -77,6 +77,8 @@ def test_unet_per_sample_independence_and_noise_broadcast(gen):
     assert torch.allclose(full[1:2], net(x[1:2], c[1:2]), atol=1e-5)
     assert torch.allclose(net(x, torch.tensor(0.3)), net(x, torch.full((4,), 0.3)), atol=1e-6)
     assert not torch.allclose(net(x, torch.full((4,), 0.1)), net(x, torch.full((4,), 0.9)), atol=1e-3)
+    # float64 end to end (likelihood computations may run the network in double precision)
+    assert torch.allclose(net.double()(x.double(), c.double()), full.double(), atol=1e-4)
 
 
 def test_unet_class_conditioning(gen):
@@ -165,6 +167,7 @@ def test_mlp_shapes_count_and_conditioning(gen):
     assert (net(x, c, y) - net(x, c, (y + 1) % 5)).abs().max() > 1e-3
     assert torch.equal(net(x, c), net(x, c, torch.full((4,), 5)))
     assert torch.allclose(net(x, c, y)[2:3], net(x[2:3], c[2:3], y[2:3]), atol=1e-6)
+    assert net.double()(x.double(), c.double(), y).dtype == torch.float64
     with pytest.raises(ValueError, match=r"MLP expects inputs \[B, 3\]"):
         net(torch.zeros(4, 2), c)
     with pytest.raises(ValueError, match="unknown noise embedding"):

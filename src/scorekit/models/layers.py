@@ -73,7 +73,7 @@ class NoiseEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
 
     def forward(self, c_noise: Tensor) -> Tensor:
-        return self.mlp(self.features(c_noise))
+        return self.mlp(self.features(c_noise).to(self.mlp[0].weight.dtype))
 
 
 class ClassEmbedding(nn.Module):
