@@ -160,6 +160,11 @@ def test_idx_errors_name_the_file(tmp_path):
     (tmp_path / "bad-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw)[:20])
     with pytest.raises(ValueError, match=r"bad-images-idx3-ubyte.gz"):
         load_data(str(tmp_path / "bad-images-idx3-ubyte.gz"))
+    flipped = bytearray(gzip.compress(raw))
+    flipped[12:20] = b"\xff" * 8  # damaged deflate stream
+    (tmp_path / "flip-images-idx3-ubyte.gz").write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match=r"flip-images-idx3-ubyte.gz: cannot read"):
+        load_data(str(tmp_path / "flip-images-idx3-ubyte.gz"))
     # labels that do not match the images
     sub = tmp_path / "mnist"
     sub.mkdir()

@@ -16,6 +16,7 @@ import gzip
 import io
 import math
 import pickle
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -368,7 +369,7 @@ def _read_bytes(path: Path) -> bytes:
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
         return raw
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise ValueError(f"{path}: cannot read ({e})") from None
 
 
@@ -655,19 +656,14 @@ def _load_npz(path: Path) -> Dataset:
         with np.load(path, allow_pickle=False) as z:
             keys = list(z.keys())
             key = next((k for k in _NPZ_DATA_KEYS if k in keys), None)
-            if key is None:
-                raise ValueError(f"{path}: no array named {'/'.join(_NPZ_DATA_KEYS)} (has {', '.join(keys) or 'none'})")
-            x = z[key]
             lkey = next((k for k in _NPZ_LABEL_KEYS if k in keys), None)
+            x = z[key] if key is not None else None
             labels = z[lkey] if lkey is not None else None
-    except ValueError as e:
-        if str(e).startswith(str(path)):
-            raise
-        raise ValueError(f"{path}: cannot read .npz ({str(e).splitlines()[0] if str(e) else 'corrupt'})") from None
-    except (OSError, EOFError, KeyError) as e:
-        raise ValueError(f"{path}: cannot read .npz ({type(e).__name__}: {e})") from None
-    except Exception as e:  # zipfile.BadZipFile and friends from a truncated archive
-        raise ValueError(f"{path}: cannot read .npz ({type(e).__name__}: {e})") from None
+    except Exception as e:  # OSError, ValueError, zipfile.BadZipFile, zlib.error … from a corrupt or truncated file
+        msg = str(e).splitlines()[0] if str(e) else "corrupt"
+        raise ValueError(f"{path}: cannot read .npz ({type(e).__name__}: {msg})") from None
+    if x is None:
+        raise ValueError(f"{path}: no array named {'/'.join(_NPZ_DATA_KEYS)} (has {', '.join(keys) or 'none'})")
     return _array_dataset(x, labels, str(path))
 
 
