@@ -434,3 +434,34 @@ def test_bad_network_settings_refused():
         importers.resolve_score_sde_config("cifar10_nope")
     with pytest.raises(ValueError, match="does not say which SDE"):
         importers.resolve_score_sde_config({"config": {}, "data": {"image_size": 8, "num_channels": 3, "centered": 1}})
+
+
+# --- GPU recipes: their CPU dry runs ---------------------------------------------------------------------
+def _recipe(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_recipe_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_dmcmc_recipe_dry_run(tmp_path):
+    mod = _recipe("dmcmc_cifar10")
+    assert mod.main(["--dry-run", "--integrators", "heun", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "dmcmc_cifar10.json").read_text())["rows"]
+    assert [(r["integrator"], r["dlg"]) for r in rows] == [("heun", False), ("heun", True)]
+    assert rows[0]["nfe"] == 3.0  # 2 Heun steps: 2 + 1 evaluations
+    assert all(np.isfinite(r["fid"]) and r["fid"] >= 0 for r in rows)
+    assert (tmp_path / "dmcmc_cifar10.png").is_file() and (tmp_path / "dmcmc_cifar10.md").is_file()
+
+
+def test_adm_recipe_dry_run(tmp_path):
+    mod = _recipe("adm_guided_imagenet")
+    assert mod.respaced_indices(1000, 250)[:3] == [0, 4, 8] and mod.respaced_indices(1000, 250)[-1] == 999
+    assert len(mod.respaced_indices(1000, 250)) == 250
+    assert mod.main(["--dry-run", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "adm_guided_dryrun.json").read_text())["rows"]
+    assert [r["scale"] for r in rows] == [0.0, 1.0] and all(r["nfe"] == 4.0 for r in rows)
+    assert all(np.isfinite(r["fid"]) for r in rows)
