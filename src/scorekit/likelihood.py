@@ -53,14 +53,24 @@ class LikelihoodResult:
 # ------------------------------------------------------------------------------------------------------------
 # Divergence of the denoiser
 # ------------------------------------------------------------------------------------------------------------
+PROBE_NOISES = ("gaussian", "rademacher", "sphere")
+
+
 def probe_vectors(shape, noise: str, generator=None, dtype=torch.float32, device=None) -> Tensor:
-    """Hutchinson probes with E[vvᵀ] = I: standard Gaussian or Rademacher (±1)."""
-    if noise == "gaussian":
+    """Hutchinson probes with E[vvᵀ] = I: standard Gaussian, Rademacher (±1), or uniform on the sphere of radius √d.
+
+    Sphere probes (a normalised Gaussian) give d·uᵀAu, exact when A ∝ I: along the probability-flow ODE
+    ∇D ≈ I at small σ and ≈ 0 at large σ, so they and Rademacher probes have far less variance than Gaussian.
+    """
+    if noise in ("gaussian", "sphere"):
         v = torch.randn(shape, generator=generator, dtype=dtype)
+        if noise == "sphere":
+            flat = v.flatten(1)
+            v = (flat * (flat.shape[1] ** 0.5 / flat.norm(dim=1, keepdim=True))).reshape(shape)
     elif noise == "rademacher":
         v = torch.randint(0, 2, shape, generator=generator).to(dtype) * 2 - 1
     else:
-        raise ValueError(f"probe noise must be 'gaussian' or 'rademacher', got {noise!r}")
+        raise ValueError(f"probe noise must be one of {', '.join(PROBE_NOISES)}, got {noise!r}")
     return v.to(device)
 
 

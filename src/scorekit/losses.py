@@ -349,8 +349,8 @@ class SlicedScoreMatching(Objective):
     ):
         if int(num_projections) < 1 or int(num_projections) != num_projections:
             raise ValueError(f"ssm option num_projections must be a positive integer, got {num_projections!r}")
-        if noise not in ("gaussian", "rademacher"):
-            raise ValueError(f"ssm option noise must be 'gaussian' or 'rademacher', got {noise!r}")
+        if noise not in ("gaussian", "rademacher", "sphere"):
+            raise ValueError(f"ssm option noise must be gaussian, rademacher or sphere, got {noise!r}")
         self.process = process
         self.num_projections = int(num_projections)
         self.sigma = None if sigma is None else _positive("ssm option sigma", sigma)

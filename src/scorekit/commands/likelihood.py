@@ -36,7 +36,9 @@ def add_arguments(p):
         help="divergence of the ODE drift (auto: exact up to 16 dimensions, Hutchinson above)",
     )
     p.add_argument("--probes", type=int, default=1, help="Hutchinson probes per sample")
-    p.add_argument("--noise", default="gaussian", choices=["gaussian", "rademacher"], help="Hutchinson probe law")
+    p.add_argument(
+        "--noise", default="rademacher", choices=["gaussian", "rademacher", "sphere"], help="Hutchinson probe law"
+    )
     p.add_argument("--rtol", type=float, default=1e-5)
     p.add_argument("--atol", type=float, default=1e-5)
     p.add_argument("--no-dequantize", action="store_true", help="images: evaluate the 8-bit values themselves")
