@@ -20,7 +20,7 @@ def knn_radii(features: torch.Tensor, k: int = 3, block: int = 1024) -> torch.Te
         raise ValueError(f"k-NN radii need more than k={k} points, got {len(features)}")
     radii = torch.empty(len(features), dtype=features.dtype)
     for i, d in _cdist_blocks(features, features, block):
-        radii[i : i + len(d)] = d.kthvalue(k + 1, dim=1).values  # the 1st smallest is the point itself (0)
+        radii[i : i + len(d)] = d.topk(k + 1, dim=1, largest=False).values[:, k]  # the nearest is the point itself
     return radii
 
 
@@ -43,6 +43,11 @@ def precision_recall(real_features, fake_features, k: int = 3) -> tuple[float, f
         raise ValueError(f"feature dimensions differ: {real.shape[1]} and {fake.shape[1]}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    precision = manifold_coverage(real, knn_radii(real, k), fake).double().mean()
-    recall = manifold_coverage(fake, knn_radii(fake, k), real).double().mean()
-    return float(precision), float(recall)
+    r_real, r_fake = knn_radii(real, k), knn_radii(fake, k)
+    # One pass over the fake × real distances serves both directions.
+    fake_in_real = torch.zeros(len(fake), dtype=torch.bool)
+    real_in_fake = torch.zeros(len(real), dtype=torch.bool)
+    for i, d in _cdist_blocks(fake, real, 2048):
+        fake_in_real[i : i + len(d)] = (d <= r_real[None, :]).any(dim=1)
+        real_in_fake |= (d <= r_fake[i : i + len(d), None]).any(dim=0)
+    return float(fake_in_real.double().mean()), float(real_in_fake.double().mean())
