@@ -81,6 +81,8 @@ def respaced_indices(num_steps: int, count: int) -> list[int]:
 @torch.no_grad()
 def sample_adm_guided(net, classifier, process, x, labels, steps: list[int], scale: float, generator):
     """guided-diffusion p_sample loop with learned range variance and classifier mean shift (process space)."""
+    if len(steps) < 2:
+        raise ValueError("ADM sampling needs at least 2 respaced steps")
     abar_all = process.alphas_cumprod.to(x.device)
     idx = torch.tensor(steps, device=x.device)
     abar = abar_all[idx].double()
