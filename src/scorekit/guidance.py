@@ -150,6 +150,9 @@ class TrainedClassifier(NoisyClassifier):
 
     def logits(self, x: Tensor, sigma) -> Tensor:
         inp, c_noise = self.network_input(x, sigma)
+        p = next(iter(self.net.parameters()), None)
+        if p is not None and p.is_floating_point():
+            inp, c_noise = inp.to(p.dtype), c_noise.to(p.dtype)
         return self.net(inp, c_noise)
 
     def log_probs(self, x: Tensor, sigma) -> Tensor:
@@ -397,7 +400,8 @@ def parse_class_labels(spec, num: int, num_classes: int, seed: int = 0) -> Tenso
 def add_guidance_arguments(parser: argparse.ArgumentParser) -> None:
     """The CONTRACT's guidance flags: --guidance classifier (--classifier RUN3|exact) --class K --scale S,
     and --guidance cfg --cfg-weight W."""
-    g = parser.add_argument_group("guidance")
+    is_group = isinstance(parser, argparse._ArgumentGroup)  # the caller may hand us a group already
+    g = parser if is_group else parser.add_argument_group("guidance")
     g.add_argument(
         "--guidance",
         choices=("none", "classifier", "cfg"),
@@ -651,7 +655,7 @@ def train_noisy_classifier(
         correct = (logp.detach().argmax(1).cpu() == y).float()
         hits.index_add_(0, band, correct)
         counts.index_add_(0, band, torch.ones_like(correct))
-        loss_sum, loss_n = loss_sum + float(loss), loss_n + 1
+        loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
         if step % max(1, int(log_every)) == 0 or step == steps:
             acc = {_band_name(b): (float(hits[b] / counts[b]) if counts[b] > 0 else None) for b in range(nb)}
             rec = {
