@@ -41,7 +41,11 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..checkpoint import write_json_atomic
+    from ..distributed import barrier, init_distributed, is_main_process, resolve_device
     from ..metrics.evaluate import evaluate_samples, load_samples_npz
+
+    device = resolve_device(args.device)
+    init_distributed(device)  # under torchrun: ranks share feature extraction; rank 0 writes
 
     if args.num_ref is not None and args.num_ref < 2:
         raise ValueError(f"--num-ref must be >= 2, got {args.num_ref}")
@@ -62,11 +66,13 @@ def run(args) -> int:
         pr_k=args.pr_k,
         w2_max=args.w2_max,
         seed=args.seed,
-        device=args.device,
+        device=device,
     )
     result.update(extras)
     result["samples"] = str(Path(args.samples))
-    write_json_atomic(args.out, result)
-    shown = {k: v for k, v in result.items() if isinstance(v, float)}
-    print(" ".join(f"{k}={v:.4g}" for k, v in shown.items()) + f"  -> {args.out}")
+    if is_main_process():
+        write_json_atomic(args.out, result)
+        shown = {k: v for k, v in result.items() if isinstance(v, float)}
+        print(" ".join(f"{k}={v:.4g}" for k, v in shown.items()) + f"  -> {args.out}")
+    barrier()
     return 0

@@ -103,6 +103,8 @@ def evaluate_samples(
         probe = load_data(data, split=split, num=2, seed=seed)
         kind, shape = probe.kind, tuple(probe.shape)
     names = parse_metrics(metrics, kind)
+    if kind != "image" and ref_stats is not None:
+        raise ValueError("--ref-stats caches image features; vector metrics compare with the data directly")
     samples = _check_samples(samples, shape, kind)
     if len(samples) < 2:
         raise ValueError(f"need at least 2 samples, got {len(samples)}")
@@ -133,7 +135,7 @@ def _image_metrics(samples, data, split, num_ref, ds_ref, shape, names, extracto
     from .reference import load_reference, save_reference
 
     ext = get_extractor(extractor, "image", shape, inception_path, inception_sha256, device=device)
-    feats, logits = ext.features_and_logits(samples)
+    feats, logits = _features(ext, samples)
     need_ref_features = "kid" in names or "pr" in names
     if ref_stats is not None and Path(ref_stats).is_file():
         ref = load_reference(ref_stats, extractor=ext.name, extractor_sha256=ext.sha256, data=data, split=split,
@@ -142,7 +144,7 @@ def _image_metrics(samples, data, split, num_ref, ds_ref, shape, names, extracto
             raise ValueError(f"{ref_stats} holds only mean/covariance; KID and precision/recall need its features")
         ref_mu, ref_sigma, ref_feats, n_ref = ref["mu"], ref["sigma"], ref["features"], int(ref["meta"]["num"])
     else:
-        ref_feats = ext.features(ds_ref.user_data())
+        ref_feats, _ = _features(ext, ds_ref.user_data())
         ref_mu, ref_sigma = gaussian_stats(ref_feats)
         n_ref = len(ref_feats)
         if ref_stats is not None:
@@ -167,6 +169,21 @@ def _image_metrics(samples, data, split, num_ref, ds_ref, shape, names, extracto
     out["feature_extractor_sha256"] = ext.sha256
     out["num_reference"] = n_ref
     return out
+
+
+def _features(ext, x) -> tuple[np.ndarray, np.ndarray | None]:
+    """Features (and logits) of x; under torchrun each rank extracts a contiguous share and all ranks gather."""
+    from ..distributed import gather_batches, rank_world
+
+    rank, world = rank_world()
+    if world == 1:
+        return ext.features_and_logits(x)
+    x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
+    share = torch.tensor_split(torch.arange(len(x)), world)[rank]
+    f, lg = ext.features_and_logits(x[share])
+    parts = {rank: torch.from_numpy(f if lg is None else np.concatenate([f, lg], 1))}
+    allf = torch.cat([v for _, v in sorted(gather_batches(parts).items())]).numpy()
+    return (allf, None) if lg is None else (allf[:, : f.shape[1]], allf[:, f.shape[1] :])
 
 
 def _vector_metrics(x: torch.Tensor, ref: torch.Tensor, names, swd_projections, w2_max, seed) -> dict:
