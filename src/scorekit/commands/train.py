@@ -1,0 +1,110 @@
+"""`scorekit train`: train a score model on a data set into a run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+NAME = "train"
+HELP = "train a score model (denoising score matching / DDPM ε-loss / EDM) on DATA into a run directory"
+
+
+def add_arguments(p):
+    p.add_argument(
+        "--data", required=True, help="digits | moons | swissroll | rings | checkerboard | gmm:SPEC.json | PATH"
+    )
+    p.add_argument("--process", default=None, choices=["ve", "vp", "subvp", "ddpm", "edm"], help="default: vp")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default 2000)")
+    p.add_argument("--batch-size", type=int, default=None, help="per-process batch size (default 128)")
+    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 2e-4)")
+    p.add_argument("--objective", default=None, help="training objective (default depends on the process)")
+    p.add_argument("--out", default="runs/run", help="run directory (default runs/run)")
+    p.add_argument("--config", default=None, help="JSON config file (full, or a partial one merged onto the defaults)")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 500)")
+    p.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (0 = never)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--class-conditional", action="store_true", help="condition the network on labels")
+    p.add_argument("--p-uncond", type=float, default=None, help="label dropout for classifier-free guidance")
+    p.add_argument("--amp", default=None, choices=["auto", "none", "bf16", "fp16"])
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (opt-in)")
+    p.add_argument("--nan-policy", default=None, choices=["stop", "skip"])
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def build_config(args) -> dict:
+    from ..training import DEFAULT_DENOISER, default_config
+
+    user = {}
+    if args.config:
+        p = Path(args.config)
+        if not p.is_file():
+            raise ValueError(f"config file not found: {p}")
+        try:
+            user = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"config file {p} is not valid JSON: {e}") from None
+        if not isinstance(user, dict):
+            raise ValueError(f"config file {p} must hold a JSON object")
+    process = args.process or (user.get("process", {}) or {}).get("name") or "vp"
+    if process not in DEFAULT_DENOISER:
+        raise ValueError(f"unknown process {process!r}")
+    cfg = default_config(args.data, process, class_conditional=args.class_conditional)
+    if user:
+        user = dict(user)
+        user.pop("data", None)  # the data section always describes --data
+        cfg = _merge(cfg, user)
+    tr = cfg["training"]
+    for flag, key in [
+        ("steps", "steps"),
+        ("batch_size", "batch_size"),
+        ("lr", "lr"),
+        ("checkpoint_every", "checkpoint_every"),
+        ("sample_every", "sample_every"),
+        ("seed", "seed"),
+        ("p_uncond", "p_uncond"),
+        ("amp", "amp"),
+        ("nan_policy", "nan_policy"),
+    ]:
+        v = getattr(args, flag)
+        if v is not None:
+            tr[key] = v
+    if args.compile:
+        tr["compile"] = True
+    if args.objective:
+        cfg["objective"] = args.objective
+    return cfg
+
+
+def run(args) -> int:
+    from ..distributed import init_distributed, resolve_device
+    from ..training import train, validate_config
+
+    device = resolve_device(args.device)
+    init_distributed(device)
+    if args.resume:
+        from ..checkpoint import read_config
+
+        cfg = read_config(args.out)
+        if args.steps is not None:
+            cfg["training"]["steps"] = args.steps
+    else:
+        cfg = build_config(args)
+    cfg = validate_config(cfg)
+    res = train(cfg, args.out, resume=args.resume, device=device, progress=not args.no_progress)
+    from ..distributed import is_main_process
+
+    if is_main_process():
+        print(
+            f"trained {res.step} steps ({res.steps_per_second:.1f} steps/s), final loss {res.last_loss:.4f}; "
+            f"run saved in {res.run_dir}"
+        )
+    return 130 if res.stopped_early else 0

@@ -1,0 +1,542 @@
+"""The training loop: AdamW with warm-up, gradient clipping, EMA, AMP on CUDA, checkpoints, resume, logging.
+
+Determinism: all randomness comes from one `torch.Generator` (data order, σ and noise draws) plus the global
+torch RNG (dropout); both states are saved in every checkpoint, so stopping and resuming gives bit-identical
+weights to an uninterrupted run on CPU.
+
+Distributed (torchrun): every rank draws the *global* batch's indices from the shared generator and takes its
+slice, EMA and checkpoints are written by rank 0 only; gradients are averaged by DDP.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import checkpoint as ckpt
+from .data import Dataset, DataTransform, load_data
+from .losses import get_objective
+from .models.parameterization import NetworkDenoiser
+from .models.registry import build_network
+from .processes import get_process
+
+__all__ = [
+    "TrainingError",
+    "TrainResult",
+    "default_config",
+    "validate_config",
+    "train",
+    "build_denoiser_from_config",
+    "DEFAULT_TRAINING",
+]
+
+
+class TrainingError(RuntimeError):
+    """Training stopped for a reason the user must see (non-finite loss, mismatched resume, …)."""
+
+
+DEFAULT_TRAINING = {
+    "steps": 2000,
+    "batch_size": 128,
+    "lr": 2e-4,
+    "weight_decay": 0.0,
+    "betas": [0.9, 0.999],
+    "warmup": 100,
+    "grad_clip": 1.0,
+    "ema_decay": 0.999,
+    "seed": 0,
+    "amp": "auto",  # auto: bf16 on CUDA, off on CPU; or none | bf16 | fp16
+    "compile": False,
+    "checkpoint_every": 500,
+    "keep_checkpoints": 2,
+    "log_every": 50,
+    "sample_every": 0,
+    "sample_steps": 18,
+    "p_uncond": 0.0,  # label dropout for classifier-free guidance
+    "nan_policy": "stop",  # stop | skip
+}
+
+# Preconditioning and training objective that suit each process by default. EDM preconditioning (c_skip, c_out)
+# keeps D's error bounded at large σ, where an ε-network's error is multiplied by σ (Karras et al. 2022, §5);
+# the discrete DDPM chain keeps its conventional ε-parameterisation on integer steps.
+DEFAULT_DENOISER = {
+    "ve": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "dsm"},
+    "vp": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "dsm"},
+    "subvp": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "dsm"},
+    "ddpm": {"parameterization": "eps", "conditioning": "index", "objective": "ddpm_simple"},
+    "edm": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "edm"},
+}
+
+DEFAULT_PROCESS_SETTINGS = {
+    "ve": {"sigma_min": 0.01, "sigma_max": 50.0},
+    "edm": {"sigma_min": 0.002, "sigma_max": 80.0},
+}
+
+
+def default_network(data: Dataset, class_conditional: bool = False) -> dict:
+    """Network sized for the data: a small U-Net for 8×8 (trains on a CPU), a real one from 32×32 up."""
+    nc = data.num_classes if class_conditional else 0
+    if data.kind == "vector":
+        return {"arch": "mlp", "dim": int(data.shape[0]), "hidden": 256, "depth": 4, "emb_dim": 128, "num_classes": nc}
+    c, h, _ = data.shape
+    if h <= 8:
+        mult, ch, attn, blocks = [1, 2], 64, [4], 2
+    elif h <= 16:
+        mult, ch, attn, blocks = [1, 2, 2], 64, [8], 2
+    elif h <= 28:
+        mult, ch, attn, blocks = [1, 2, 2], 64, [7], 2
+    else:
+        mult, ch, attn, blocks = [1, 2, 2, 2], 128, [16], 2
+    return {
+        "arch": "unet",
+        "in_channels": int(c),
+        "resolution": int(h),
+        "model_channels": ch,
+        "channel_mult": mult,
+        "num_res_blocks": blocks,
+        "attn_resolutions": attn,
+        "dropout": 0.1 if h > 8 else 0.0,
+        "num_classes": nc,
+    }
+
+
+def default_config(data_spec: str, process: str = "vp", *, class_conditional: bool = False, **training) -> dict:
+    """A complete, JSON-serialisable config for training a score model on `data_spec`."""
+    if process not in DEFAULT_DENOISER:
+        raise ValueError(f"unknown process {process!r} (choose from {', '.join(DEFAULT_DENOISER)})")
+    data = load_data(data_spec)
+    proc = get_process(process, **DEFAULT_PROCESS_SETTINGS.get(process, {}))
+    dd = DEFAULT_DENOISER[process]
+    if class_conditional and data.labels is None:
+        raise ValueError(f"data {data_spec!r} has no labels for a class-conditional model")
+    unknown = set(training) - set(DEFAULT_TRAINING)
+    if unknown:
+        raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+    return {
+        "kind": "score_model",
+        "data": _data_section(data_spec, data),
+        "process": proc.to_config(),
+        "network": default_network(data, class_conditional),
+        "denoiser": {
+            "parameterization": dd["parameterization"],
+            "conditioning": dd["conditioning"],
+            "sigma_data": round(float(data.data.float().std()), 4),
+            "output_channels": None,
+            "class_conditional": bool(class_conditional),
+        },
+        "objective": dd["objective"],
+        "objective_options": {},
+        "training": {**DEFAULT_TRAINING, **{k: v for k, v in training.items() if v is not None}},
+    }
+
+
+def _data_section(spec: str, data: Dataset) -> dict:
+    return {
+        "spec": spec,
+        "kind": data.kind,
+        "shape": list(data.shape),
+        "num_classes": int(data.num_classes or 0),
+        "transform": data.transform.to_config(),
+    }
+
+
+_SECTIONS = {"kind", "data", "process", "network", "denoiser", "objective", "objective_options", "training"}
+
+
+def validate_config(cfg: dict) -> dict:
+    """Check a config for unknown keys, wrong types and impossible values; returns it with defaults filled."""
+    if not isinstance(cfg, dict):
+        raise ValueError("config must be a JSON object")
+    unknown = set(cfg) - _SECTIONS
+    if unknown:
+        raise ValueError(f"unknown config key(s): {', '.join(sorted(unknown))}")
+    for key in ("data", "process", "network", "denoiser", "training"):
+        if not isinstance(cfg.get(key), dict):
+            raise ValueError(f"config section {key!r} is missing or not an object")
+    tr = {**DEFAULT_TRAINING, **cfg["training"]}
+    unknown = set(tr) - set(DEFAULT_TRAINING)
+    if unknown:
+        raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+    ints = (
+        "steps",
+        "batch_size",
+        "warmup",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "log_every",
+        "sample_every",
+        "seed",
+    )
+    for k in ints:
+        if isinstance(tr[k], bool) or not isinstance(tr[k], int):
+            raise ValueError(f"training.{k} must be an integer, got {tr[k]!r}")
+    for k in ("lr", "weight_decay", "grad_clip", "ema_decay", "p_uncond"):
+        if isinstance(tr[k], bool) or not isinstance(tr[k], (int, float)) or not math.isfinite(tr[k]):
+            raise ValueError(f"training.{k} must be a number, got {tr[k]!r}")
+    if tr["steps"] <= 0:
+        raise ValueError(f"training.steps must be > 0, got {tr['steps']}")
+    if tr["batch_size"] <= 0:
+        raise ValueError(f"training.batch_size must be > 0, got {tr['batch_size']}")
+    if tr["lr"] <= 0:
+        raise ValueError(f"training.lr must be > 0, got {tr['lr']}")
+    if not 0 <= tr["ema_decay"] < 1:
+        raise ValueError(f"training.ema_decay must be in [0, 1), got {tr['ema_decay']}")
+    if not 0 <= tr["p_uncond"] < 1:
+        raise ValueError(f"training.p_uncond must be in [0, 1), got {tr['p_uncond']}")
+    if tr["warmup"] < 0 or tr["checkpoint_every"] < 0 or tr["log_every"] < 0 or tr["sample_every"] < 0:
+        raise ValueError("training.warmup / checkpoint_every / log_every / sample_every must be >= 0")
+    if tr["keep_checkpoints"] < 1:
+        raise ValueError("training.keep_checkpoints must be >= 1")
+    if tr["amp"] not in ("auto", "none", "bf16", "fp16"):
+        raise ValueError(f"training.amp must be auto|none|bf16|fp16, got {tr['amp']!r}")
+    if tr["nan_policy"] not in ("stop", "skip"):
+        raise ValueError(f"training.nan_policy must be stop|skip, got {tr['nan_policy']!r}")
+    cfg = dict(cfg)
+    cfg["training"] = tr
+    get_process(cfg["process"])  # raises on impossible values (σ_min ≥ σ_max, …)
+    cfg.setdefault("objective", DEFAULT_DENOISER.get(cfg["process"].get("name"), {}).get("objective", "dsm"))
+    cfg.setdefault("objective_options", {})
+    return cfg
+
+
+def build_denoiser_from_config(cfg: dict, net: nn.Module | None = None) -> NetworkDenoiser:
+    d = cfg["denoiser"]
+    net = build_network(cfg["network"]) if net is None else net
+    return NetworkDenoiser(
+        net,
+        get_process(cfg["process"]),
+        parameterization=d.get("parameterization", "eps"),
+        conditioning=d.get("conditioning", "t"),
+        sigma_data=d.get("sigma_data", 0.5),
+        data_shape=tuple(cfg["data"]["shape"]),
+        num_classes=int(cfg["data"].get("num_classes", 0)) if d.get("class_conditional") else 0,
+        output_channels=d.get("output_channels"),
+    )
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    last_loss: float
+    steps_per_second: float
+    stopped_early: bool = False
+
+
+def _dist_info() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _lr_at(step: int, tr: dict) -> float:
+    w = tr["warmup"]
+    return tr["lr"] * min(1.0, (step + 1) / w) if w > 0 else tr["lr"]
+
+
+@torch.no_grad()
+def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach(), 1.0 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step (checkpoint, then exit)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        if os.environ.get("SCOREKIT_NO_SIGNALS") == "1":
+            return self
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[s] = signal.signal(s, self._handle)
+            except ValueError:  # not in the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+class _BatchOrder:
+    """Epoch-wise shuffled indices from an explicit generator; state is (perm, position)."""
+
+    def __init__(self, n: int, generator: torch.Generator):
+        self.n, self.gen = n, generator
+        self.perm = torch.randperm(n, generator=generator)
+        self.pos = 0
+
+    def take(self, k: int) -> torch.Tensor:
+        out = []
+        while k > 0:
+            if self.pos >= self.n:
+                self.perm = torch.randperm(self.n, generator=self.gen)
+                self.pos = 0
+            m = min(k, self.n - self.pos)
+            out.append(self.perm[self.pos : self.pos + m])
+            self.pos += m
+            k -= m
+        return torch.cat(out)
+
+
+def _autocast(device: torch.device, amp: str):
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" else "none"
+    if amp == "none" or device.type != "cuda":
+        return torch.autocast(device_type=device.type, enabled=False), None
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+    return torch.autocast(device_type="cuda", dtype=dtype), scaler
+
+
+def _same_model(a: dict, b: dict) -> str | None:
+    for key in ("data", "process", "network", "denoiser", "objective"):
+        if json.dumps(a.get(key), sort_keys=True) != json.dumps(b.get(key), sort_keys=True):
+            return key
+    return None
+
+
+def train(
+    config: dict,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    data: Dataset | None = None,
+    max_steps_this_run: int | None = None,
+    log_fn=None,
+) -> TrainResult:
+    """Train a score model described by `config` into run directory `out_dir` (see checkpoint.py).
+
+    `max_steps_this_run` stops after that many steps (a checkpoint is written), for tests of resume.
+    """
+    cfg = validate_config(config)
+    tr = cfg["training"]
+    device = torch.device(device)
+    out_dir = Path(out_dir)
+    rank, world = _dist_info()
+
+    if data is None:
+        data = load_data(cfg["data"]["spec"])
+    if list(data.shape) != list(cfg["data"]["shape"]):
+        raise ValueError(f"data shape {tuple(data.shape)} does not match the config's {tuple(cfg['data']['shape'])}")
+    DataTransform.from_config(cfg["data"]["transform"])  # validates
+
+    existing = (out_dir / "config.json").exists()
+    if resume:
+        if not existing:
+            raise ValueError(f"--resume: no run to resume in {out_dir}")
+        old = ckpt.read_config(out_dir)
+        diff = _same_model(old, cfg)
+        if diff is not None:
+            raise ValueError(f"--resume: {out_dir} was trained with a different {diff!r} section")
+    elif existing and (out_dir / "model.safetensors").exists():
+        raise ValueError(f"{out_dir} already holds a trained run; pass --resume to continue it or choose another --out")
+
+    torch.manual_seed(tr["seed"] + 1000 * rank)
+    gen = torch.Generator().manual_seed(tr["seed"])
+    denoiser = build_denoiser_from_config(cfg).to(device)
+    model = denoiser.net
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    objective = get_objective(cfg["objective"], denoiser.process, **cfg.get("objective_options", {}))
+    opt = torch.optim.AdamW(model.parameters(), lr=tr["lr"], betas=tuple(tr["betas"]), weight_decay=tr["weight_decay"])
+    order = _BatchOrder(len(data.data), gen)
+    step = 0
+
+    if resume:
+        step = _load_state(out_dir, model, ema, opt, gen, order)
+
+    train_model: nn.Module = model
+    if world > 1:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if tr["compile"]:
+        train_model = torch.compile(train_model)
+    denoiser_train = denoiser if train_model is model else build_denoiser_from_config(cfg, net=train_model)
+
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.write_config(out_dir, cfg)
+    autocast, scaler = _autocast(device, tr["amp"])
+
+    x_all = data.data
+    y_all = data.labels
+    cond = bool(cfg["denoiser"].get("class_conditional"))
+    if cond and y_all is None:
+        raise ValueError("class-conditional training needs labelled data")
+    num_classes = int(cfg["data"].get("num_classes", 0))
+    global_bs = tr["batch_size"] * world
+    total = tr["steps"]
+    stop_at = total if max_steps_this_run is None else min(total, step + max_steps_this_run)
+
+    bar = None
+    if progress and rank == 0 and step < stop_at:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+    log_path = out_dir / "log.jsonl"
+    t_start, steps_done, last_loss, skipped = time.perf_counter(), 0, float("nan"), 0
+    stopped = False
+    with _StopFlag() as stop:
+        while step < stop_at:
+            idx = order.take(global_bs)[rank * tr["batch_size"] : (rank + 1) * tr["batch_size"]]
+            x0 = x_all[idx].to(device, non_blocking=True)
+            labels = None
+            if cond:
+                labels = y_all[idx].to(device)
+                if tr["p_uncond"] > 0:
+                    drop = torch.rand(len(idx), generator=gen) < tr["p_uncond"]
+                    labels = torch.where(drop.to(device), torch.full_like(labels, num_classes), labels)
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, tr)
+            train_model.train()
+            with autocast:
+                loss_per = objective(denoiser_train, x0, gen, labels)
+            loss = loss_per.float().mean()
+            if not torch.isfinite(loss):
+                if tr["nan_policy"] == "skip":
+                    skipped += 1
+                    opt.zero_grad(set_to_none=True)
+                    step += 1
+                    continue
+                raise TrainingError(
+                    f"non-finite loss at step {step}; the last good checkpoint in {out_dir} is kept "
+                    "(lower the learning rate, or set training.nan_policy=skip)"
+                )
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+            else:
+                loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tr["grad_clip"] if tr["grad_clip"] > 0 else 1e30)
+            if not torch.isfinite(gnorm):
+                if tr["nan_policy"] == "skip":
+                    skipped += 1
+                    opt.zero_grad(set_to_none=True)
+                    step += 1
+                    continue
+                raise TrainingError(
+                    f"non-finite gradient at step {step}; the last good checkpoint in {out_dir} is kept "
+                    "(lower the learning rate, or set training.nan_policy=skip)"
+                )
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            if rank == 0:
+                _ema_update(ema, model, tr["ema_decay"])
+            step += 1
+            steps_done += 1
+            last_loss = float(loss.detach())
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0 or step == stop_at:
+                    bar.set_postfix(loss=f"{last_loss:.4f}")
+            if rank == 0 and tr["log_every"] and (step % tr["log_every"] == 0 or step == stop_at):
+                rec = {
+                    "step": step,
+                    "loss": last_loss,
+                    "grad_norm": float(gnorm),
+                    "lr": _lr_at(step - 1, tr),
+                    "steps_per_s": steps_done / max(time.perf_counter() - t_start, 1e-9),
+                    "skipped": skipped,
+                }
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                if log_fn is not None:
+                    log_fn(rec)
+            if rank == 0 and tr["sample_every"] and step % tr["sample_every"] == 0:
+                _sample_grid(cfg, ema, out_dir / "samples" / f"step_{step:08d}.png", tr, device)
+            want_ckpt = tr["checkpoint_every"] and step % tr["checkpoint_every"] == 0
+            if want_ckpt or step == stop_at or stop.signum is not None:
+                if rank == 0:
+                    _save_state(out_dir, step, model, ema, opt, gen, order, tr["keep_checkpoints"])
+                if world > 1:
+                    torch.distributed.barrier()
+            if stop.signum is not None:
+                stopped = True
+                break
+    if bar is not None:
+        bar.close()
+    elapsed = time.perf_counter() - t_start
+    if stopped:
+        sys.stderr.write(f"stopped by signal {stop.signum} at step {step}; checkpoint saved in {out_dir}\n")
+    return TrainResult(out_dir, step, last_loss, steps_done / max(elapsed, 1e-9), stopped)
+
+
+def _save_state(out_dir, step, model, ema, opt, gen, order, keep):
+    otensors, ometa = ckpt.optimizer_to_tensors(opt)
+    state = {
+        **otensors,
+        "step": torch.tensor(step, dtype=torch.int64),
+        "generator_state": gen.get_state(),
+        "torch_rng_state": torch.get_rng_state(),
+        "data_perm": order.perm.clone(),
+        "data_pos": torch.tensor(order.pos, dtype=torch.int64),
+    }
+    files = {
+        "model": ({k: v for k, v in model.state_dict().items()}, {}),
+        "ema": ({k: v for k, v in ema.state_dict().items()}, {}),
+        "state": (state, ometa),
+    }
+    ckpt.save_checkpoint(out_dir, step, files, keep=keep)
+
+
+def _load_state(out_dir, model, ema, opt, gen, order) -> int:
+    last = ckpt.latest_checkpoint(out_dir)
+    base = last if last is not None else Path(out_dir)
+    mt, _ = ckpt.load_tensors(base / "model.safetensors")
+    et, _ = ckpt.load_tensors(base / "ema.safetensors")
+    st, smeta = ckpt.load_tensors(base / "state.safetensors")
+    ckpt.load_state_dict_strict(model, mt, base / "model.safetensors")
+    ckpt.load_state_dict_strict(ema, et, base / "ema.safetensors")
+    try:
+        ckpt.optimizer_from_tensors(opt, st, smeta)
+        gen.set_state(st["generator_state"])
+        torch.set_rng_state(st["torch_rng_state"])
+        order.perm = st["data_perm"].clone()
+        order.pos = int(st["data_pos"])
+        return int(st["step"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise ckpt.CheckpointError(f"{base / 'state.safetensors'}: unusable training state ({e})") from None
+
+
+@torch.no_grad()
+def _sample_grid(cfg, ema_net, path: Path, tr, device):
+    """A grid of EMA samples (heun) during training, for images; a scatter plot for 2-D vectors."""
+    from .sampling import generate
+
+    den = build_denoiser_from_config(cfg, net=ema_net)
+    res = generate(den, "heun", tr["sample_steps"], 64, batch_size=64, seed=0, device=device)
+    transform = DataTransform.from_config(cfg["data"]["transform"])
+    x = transform.to_user(res.samples)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from .data import save_image_grid, save_scatter
+
+    if cfg["data"]["kind"] == "image":
+        save_image_grid(path, x, nrow=8)
+    elif x.shape[1] == 2:
+        save_scatter(path, x)

@@ -1,0 +1,133 @@
+"""Training loop, run directories and checkpoints: resume is bit-identical, damage is refused cleanly."""
+
+import json
+
+import pytest
+import torch
+
+from scorekit import checkpoint as ckpt
+from scorekit.analytic import GaussianMixture
+from scorekit.metrics import sliced_wasserstein
+from scorekit.sampling import generate
+from scorekit.training import TrainingError, default_config, train, validate_config
+
+
+def _small_cfg(steps=12, **kw):
+    cfg = default_config("moons", "vp", steps=steps, batch_size=32, checkpoint_every=4, log_every=2, **kw)
+    cfg["network"].update({"hidden": 32, "depth": 2, "emb_dim": 16})
+    return cfg
+
+
+def _weights(run):
+    t, _ = ckpt.load_tensors(run / "model.safetensors")
+    e, _ = ckpt.load_tensors(run / "ema.safetensors")
+    return t, e
+
+
+def test_resume_is_bit_identical(tmp_path):
+    cfg = _small_cfg(steps=12)
+    train(cfg, tmp_path / "a", progress=False)
+    train(cfg, tmp_path / "b", progress=False, max_steps_this_run=5)  # stops (and checkpoints) at step 5
+    st, _ = ckpt.load_tensors(tmp_path / "b" / "state.safetensors")
+    assert int(st["step"]) == 5
+    res = train(cfg, tmp_path / "b", progress=False, resume=True)
+    assert res.step == 12
+    (ma, ea), (mb, eb) = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert ma.keys() == mb.keys()
+    for k in ma:
+        assert torch.equal(ma[k], mb[k]), k
+        assert torch.equal(ea[k], eb[k]), k
+    log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 4, 6, 8, 10, 12] and all(r["loss"] > 0 for r in log)
+
+
+def test_run_directory_layout_and_keep_last(tmp_path):
+    cfg = _small_cfg(steps=12)
+    cfg["training"]["keep_checkpoints"] = 2
+    train(cfg, tmp_path / "r", progress=False)
+    names = {p.name for p in (tmp_path / "r").iterdir()}
+    assert {"config.json", "model.safetensors", "ema.safetensors", "state.safetensors", "log.jsonl"} <= names
+    steps = sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir())
+    assert steps == ["step_00000008", "step_00000012"]
+    assert not list((tmp_path / "r").glob("*.pth")) and not list((tmp_path / "r").rglob("*.pt"))
+    den = ckpt.load_denoiser(tmp_path / "r")
+    x = torch.randn(4, 2)
+    assert den(x, 1.0).shape == (4, 2)
+
+
+def test_refuses_to_overwrite_a_trained_run(tmp_path):
+    cfg = _small_cfg(steps=2)
+    train(cfg, tmp_path / "r", progress=False)
+    before = (tmp_path / "r" / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="already holds a trained run"):
+        train(cfg, tmp_path / "r", progress=False)
+    assert (tmp_path / "r" / "model.safetensors").read_bytes() == before
+
+
+def test_resume_with_a_different_model_is_refused(tmp_path):
+    train(_small_cfg(steps=2), tmp_path / "r", progress=False)
+    other = _small_cfg(steps=4)
+    other["network"]["hidden"] = 64
+    with pytest.raises(ValueError, match="different 'network'"):
+        train(other, tmp_path / "r", progress=False, resume=True)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "header"])
+def test_damaged_checkpoints_are_refused_with_one_line(tmp_path, damage):
+    train(_small_cfg(steps=2), tmp_path / "r", progress=False)
+    f = tmp_path / "r" / "ema.safetensors"
+    data = bytearray(f.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "flip":
+        data[-5] ^= 0x40
+    else:
+        data[10] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(ckpt.CheckpointError) as e:
+        ckpt.load_denoiser(tmp_path / "r")
+    assert "ema.safetensors" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_config_validation_messages():
+    cfg = _small_cfg()
+    for mutate, msg in [
+        (lambda c: c["training"].update(steps=0), "steps must be > 0"),
+        (lambda c: c["training"].update(lr="fast"), "lr must be a number"),
+        (lambda c: c["training"].update(bogus=1), "unknown training setting"),
+        (lambda c: c.update(extra={}), "unknown config key"),
+        (lambda c: c["process"].update(beta_min=30.0), "beta_min < beta_max"),
+    ]:
+        c = json.loads(json.dumps(cfg))
+        mutate(c)
+        with pytest.raises(ValueError, match=msg):
+            validate_config(c)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = _small_cfg(steps=8)
+    train(cfg, tmp_path / "r", progress=False, max_steps_this_run=4)
+    good = (tmp_path / "r" / "model.safetensors").read_bytes()
+    cfg["training"]["lr"] = 1e30  # blows the weights up → non-finite loss
+    cfg["training"]["grad_clip"] = 0.0
+    with pytest.raises(TrainingError, match="non-finite"):
+        train(cfg, tmp_path / "r", progress=False, resume=True)
+    assert (tmp_path / "r" / "model.safetensors").read_bytes() == good
+
+
+def test_dsm_trained_mlp_matches_gmm_within_twice_the_floor(tmp_path):
+    """A DSM-trained MLP on a 2-D mixture samples it within 2× the two-sample sliced-W floor."""
+    gmm = GaussianMixture([0.5, 0.5], [[-1.5, 0.0], [1.5, 0.0]], [[0.15, 0.15], [0.15, 0.15]])
+    spec = tmp_path / "gmm.json"
+    spec.write_text(json.dumps(gmm.to_spec()))
+    cfg = default_config(f"gmm:{spec}", "vp", steps=1500, batch_size=256, lr=2e-3, warmup=50, checkpoint_every=0)
+    cfg["network"].update({"hidden": 128, "depth": 3, "emb_dim": 32})
+    cfg["training"]["ema_decay"] = 0.99
+    train(cfg, tmp_path / "run", progress=False)
+    den = ckpt.load_denoiser(tmp_path / "run")
+    n = 2000
+    out = generate(den, "pf_euler", 100, n, batch_size=n, seed=1).samples
+    refs = [gmm.sample(n, torch.Generator().manual_seed(s))[0] for s in range(10, 16)]
+    floor = sum(sliced_wasserstein(refs[i], refs[i + 1]) for i in range(0, 6, 2)) / 3
+    err = sliced_wasserstein(out, gmm.sample(n, torch.Generator().manual_seed(99))[0])
+    assert err < 2 * floor + 0.02, (err, floor)
