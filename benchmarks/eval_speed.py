@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -76,7 +77,11 @@ def main() -> None:
     rows.append(("Inception-v3 pool3 (299x299, synthetic weights)", f"{args.inception_num} images", t_inc,
                  args.inception_num / t_inc))  # fmt: skip
 
-    env = f"torch {torch.__version__}, {args.threads} CPU thread(s), {platform.processor() or platform.machine()}"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    env = (
+        f"torch {torch.__version__}, {args.threads} CPU thread(s), {platform.machine()}, {os.cpu_count()} cores, "
+        f"1-min load average {load:.1f} at the end (a shared machine: times are upper bounds)"
+    )
     lines = [
         "# Evaluation speed (CPU)",
         "",
@@ -87,7 +92,7 @@ def main() -> None:
         "|---|---|---:|---:|",
     ]
     for name, size, sec, rate in rows:
-        lines.append(f"| {name} | {size} | {sec:.3f} | {'' if rate is None else f'{rate:,.0f}'} |")
+        lines.append(f"| {name} | {size} | {sec:.3f} | {'' if rate is None else f'{rate:,.1f}'} |")
     lines += [
         "",
         f"Values (two shifted tilings of the digits): FID {fid:.3f}, KID {kid[0]:.3f} ± {kid[1]:.3f}, "
