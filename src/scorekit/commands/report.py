@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-NAME = ["report", "bench-report"]
+NAME = "report"
 HELP = "render metrics JSON files into a Markdown/HTML report with a metric table, FID-vs-NFE plot and sample grids"
 
 

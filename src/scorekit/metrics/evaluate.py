@@ -186,7 +186,7 @@ def _features(ext, x) -> tuple[np.ndarray, np.ndarray | None]:
     return (allf, None) if lg is None else (allf[:, : f.shape[1]], allf[:, f.shape[1] :])
 
 
-def _vector_metrics(x: torch.Tensor, ref: torch.Tensor, names, swd_projections, w2_max, seed) -> dict:
+def _vector_metrics(x: torch.Tensor, ref: torch.Tensor, names, swd_projections, w2_max, seed, mmd_max=2000) -> dict:
     from .vector import mmd_rbf, sliced_wasserstein, wasserstein2_exact
 
     out: dict = {}
@@ -195,9 +195,11 @@ def _vector_metrics(x: torch.Tensor, ref: torch.Tensor, names, swd_projections, 
         out["sliced_wasserstein"] = sliced_wasserstein(x, ref, num_projections=swd_projections, generator=g)
     if "mmd" in names:
         g = torch.Generator().manual_seed(int(seed) + 1)
-        xs = x[torch.randperm(len(x), generator=g)[:5000]]
-        rs = ref[torch.randperm(len(ref), generator=g)[:5000]]
+        m = min(mmd_max, len(x), len(ref))  # three m×m float64 kernel matrices
+        xs = x[torch.randperm(len(x), generator=g)[:m]]
+        rs = ref[torch.randperm(len(ref), generator=g)[:m]]
         out["mmd"] = mmd_rbf(xs, rs)
+        out["mmd_num"] = m
     if "w2" in names:
         g = torch.Generator().manual_seed(int(seed) + 2)
         m = min(int(w2_max), len(x), len(ref))

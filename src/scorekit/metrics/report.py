@@ -14,7 +14,7 @@ __all__ = ["collect_results", "render_report", "save_sample_grid"]
 
 _ORDER = ["fid", "kid", "kid_std", "is", "is_std", "precision", "recall", "sliced_wasserstein", "mmd", "w2", "nfe"]
 _LABEL_KEYS = ("label", "name", "sampler")
-_SKIP = {"num_samples", "num_reference", "kid_subset_size", "is_splits", "pr_k", "w2_num", "seed", "steps"}
+_SKIP = {"num_samples", "num_reference", "kid_subset_size", "is_splits", "pr_k", "w2_num", "mmd_num", "seed", "steps"}
 
 
 def collect_results(inputs: list[str | Path]) -> list[dict]:
