@@ -232,7 +232,7 @@ def train_noise_classifier(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        running += float(loss)
+        running += float(loss.detach())
         if log is not None and (step % log_every == 0 or step == int(steps)):
             n = log_every if step % log_every == 0 else step % log_every
             log({"step": step, "loss": running / n, "seconds": round(time.time() - t0, 2)})
