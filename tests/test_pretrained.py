@@ -275,6 +275,30 @@ def test_imported_adm_classifier_guides(runs):
     torch.testing.assert_close(logits, io["classifier_logits"], atol=1e-4, rtol=1e-4)
 
 
+def test_imported_adm_guided_sampling_end_to_end(runs):
+    guidance = pytest.importorskip("scorekit.guidance")
+    from scorekit.sampling import generate
+
+    den = load_denoiser(runs["adm"])
+    clf = guidance.load_classifier(runs["adm"] / "classifier")
+    labels = torch.tensor([2, 5])
+    plain = generate(den, "heun", 3, 2, seed=3, batch_size=2, class_labels=labels)
+    guided_den = guidance.ClassifierGuidedDenoiser(den, clf, 4.0, condition_base=True)
+    guided = generate(guided_den, "heun", 3, 2, seed=3, batch_size=2, class_labels=labels)
+    zero = generate(
+        guidance.ClassifierGuidedDenoiser(den, clf, 0.0, condition_base=True),
+        "heun",
+        3,
+        2,
+        seed=3,
+        batch_size=2,
+        class_labels=labels,
+    )
+    assert torch.isfinite(guided.samples).all()
+    assert torch.equal(zero.samples, plain.samples)  # scale 0 is the conditional model itself
+    assert not torch.allclose(guided.samples, plain.samples)
+
+
 # --- refusing bad input ----------------------------------------------------------------------------------
 def _ve_ckpt():
     return torch.load(PRE / f"{SDE_TINY['ve']}_checkpoint.pth", weights_only=True)

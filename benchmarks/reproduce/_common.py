@@ -91,7 +91,9 @@ def write_results(out: Path, stem: str, title: str, columns: list[str], rows: li
     (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
 
     def fmt(v):
-        return f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v))
+        if isinstance(v, float):
+            return f"{v:.2e}" if v != 0 and abs(v) < 1e-2 else f"{v:.3f}"
+        return "" if v is None else str(v)
 
     lines = [f"# {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
