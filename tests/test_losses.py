@@ -75,6 +75,7 @@ CASES = [
     ("dsm", "ve", "score", {}),
     ("dsm", "subvp", "x0", {}),
     ("dsm", "edm", "edm", {}),
+    ("dsm", "vp", "edm", {"weighting": "sigma2"}),
     ("dsm_likelihood", "vp", "eps", {}),
     ("dsm_likelihood", "ve", "v", {"importance_sampling": False}),
     ("dsm_single", "ve", "score", {"sigma": 0.3}),
@@ -174,6 +175,26 @@ def test_edm_loss_of_an_edm_network_is_the_network_output_mse():
     x = x0 + sigma[:, None] * torch.randn(x0.shape, generator=g)
     raw = (den.network_output(x, sigma) - den.target(x0, x, sigma)).pow(2).mean(1)
     torch.testing.assert_close(loss, raw, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("param,weighting,is_sigma2", [("score", "auto", True), ("x0", "auto", True),
+                                                         ("edm", "auto", False), ("edm", "sigma2", True),
+                                                         ("score", "output", False)])  # fmt: skip
+def test_dsm_weighting_is_sigma_squared_or_network_output_mse(param, weighting, is_sigma2):
+    process = get_process("ve")
+    den = NetworkDenoiser(_TinyNet(2), process, param, conditioning="sigma")
+    x0 = torch.randn(64, 2, generator=torch.Generator().manual_seed(1))
+    loss = get_objective("dsm", process, weighting=weighting)(den, x0, torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    t = process.t_min + (1 - process.t_min) * torch.rand(64, generator=g, dtype=torch.float64)
+    sigma = process.sigma(t).float()
+    x = x0 + sigma[:, None] * torch.randn(x0.shape, generator=g)
+    with torch.no_grad():
+        if is_sigma2:
+            expected = ((den(x, sigma) - x0) / sigma[:, None]).pow(2).mean(1)
+        else:
+            expected = (den.network_output(x, sigma) - den.target(x0, x, sigma)).pow(2).mean(1)
+    torch.testing.assert_close(loss.detach(), expected, rtol=2e-4, atol=1e-6)
 
 
 class _TinyNet(nn.Module):
@@ -299,6 +320,8 @@ def test_objective_registry_and_errors():
         get_objective("ncsn", vp, num_levels=1)
     with pytest.raises(ValueError, match="num_projections"):
         get_objective("ssm", vp, num_projections=0)
+    with pytest.raises(ValueError, match="weighting"):
+        get_objective("dsm", vp, weighting="nope")
     with pytest.raises(ValueError, match="reduction"):
         get_objective("dsm", vp, reduction="max")
     ddpm = DDPM(num_steps=10)

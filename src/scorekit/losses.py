@@ -8,7 +8,7 @@ which is exact and keeps the ε-loss of an ε-network bit-for-bit the plain MSE.
 
 | name             | objective                                                                              |
 | ---------------- | -------------------------------------------------------------------------------------- |
-| `dsm`            | continuous-time DSM, λ(t) = σ_t² (Song et al. 2021, eq. 7): ‖D − x0‖²/σ², t ~ U(t_min, 1) |
+| `dsm`            | continuous-time DSM, t ~ U(t_min, 1), λ(t) = σ_t² (‖D − x0‖²/σ²) or the network-output MSE |
 | `dsm_likelihood` | λ(t) = g(t)² (Song et al. 2021b, Thm 1), t importance-sampled ∝ g²/σ_t² (log σ uniform) |
 | `dsm_single`     | DSM at one noise level σ (Vincent 2011)                                                 |
 | `ncsn`           | multi-σ DSM, geometric levels, λ(σ) = σ² (Song & Ermon 2019, eq. 6)                      |
@@ -44,6 +44,7 @@ __all__ = [
     "SlicedScoreMatching",
     "DDPMBoundObjective",
     "EDMObjective",
+    "DSMObjective",
     "geometric_sigmas",
     "likelihood_weighting_sampler",
 ]
@@ -187,9 +188,34 @@ def _uniform_t_likelihood_weight(process: Process) -> Callable[[Tensor], Tensor]
     return weight
 
 
-def _dsm(process, reduction="mean", **kw):
+class DSMObjective(DenoisingObjective):
+    """Continuous-time DSM, t ~ U(t_min, 1) (Song et al. 2021, eq. 7) with `weighting`:
+
+    - "sigma2": λ(t) = σ_t², i.e. ‖D − x0‖²/σ² (the ε-MSE, whatever the network predicts);
+    - "output": the plain MSE of the network output F (λ set by the preconditioning: ε-MSE for `eps`,
+      EDM's λ(σ) for `edm`/`v`);
+    - "auto" (default): "output" for `eps`, `edm` and `v` networks (for `eps` the two are identical),
+      "sigma2" for `score` and `x0` networks, whose raw output MSE would weight the noise levels badly.
+    """
+
+    WEIGHTINGS = ("auto", "sigma2", "output")
+
+    def __init__(self, process, weighting: str = "auto", reduction: str = "mean"):
+        if weighting not in self.WEIGHTINGS:
+            raise ValueError(f"dsm option weighting must be one of {', '.join(self.WEIGHTINGS)}, got {weighting!r}")
+        super().__init__(process, name="dsm", weight=_eps_weight, reduction=reduction)
+        self.weighting = weighting
+
+    def weight_for(self, denoiser):
+        mode = self.weighting
+        if mode == "auto":
+            mode = "sigma2" if denoiser.precond.parameterization in ("score", "x0") else "output"
+        return _eps_weight if mode == "sigma2" else None
+
+
+def _dsm(process, weighting="auto", reduction="mean", **kw):
     _no_options("dsm", kw)
-    return DenoisingObjective(process, name="dsm", weight=_eps_weight, reduction=reduction)
+    return DSMObjective(process, weighting, reduction)
 
 
 def _ddpm_simple(process, reduction="mean", **kw):
