@@ -120,28 +120,28 @@ def _reference_images(args, shape) -> torch.Tensor:
     return load_data(args.cifar10, split="train", num=args.num_ref, seed=args.seed).user_data()
 
 
-def _noise_classifier(args, out: Path, den, to_model, ref_user):
-    from scorekit.dmcmc import (
-        TrainedNoiseClassifier,
-        make_levels,
-        save_noise_classifier_run,
-        train_noise_classifier,
-    )
+def _noise_classifier(args, out: Path, run: Path, ref_user):
+    """A trained noise-level classifier: --noise-classifier RUN, or trained here with
+    `scorekit train-noise-classifier` on CIFAR-10 (random images in the dry run)."""
+    from scorekit.cli import main as scorekit_main
+    from scorekit.dmcmc import TrainedNoiseClassifier
 
     if args.noise_classifier:
         return TrainedNoiseClassifier(args.noise_classifier, device=args.device)
     nc_dir = out / "noise_classifier"
     if not (nc_dir / "config.json").exists():
-        proc = den.process
-        levels = make_levels(proc.sigma_min, proc.sigma_max, 50 if args.dry_run else args.nc_levels)
-        data = to_model(ref_user)  # the classifier sees σ-space x in the score model's own range
-        steps = 3 if args.dry_run else args.nc_steps
-        net, net_cfg = train_noise_classifier(
-            data, levels, steps=steps, batch_size=16 if args.dry_run else 128, seed=args.seed, device=args.device
-        )
-        save_noise_classifier_run(
-            nc_dir, net.cpu(), {"network": net_cfg, "levels": {"values": levels.tolist()}, "process": proc.to_config()}
-        )
+        if args.dry_run:
+            data = out / "dry_run_images.npy"
+            np.save(data, ref_user.numpy().astype(np.float32))
+            extra = ["--steps", "3", "--batch-size", "16", "--levels", "50"]
+        else:
+            if not args.cifar10:
+                raise ValueError("--cifar10 DIR is needed to train the noise classifier (or give --noise-classifier)")
+            data = args.cifar10
+            extra = ["--steps", str(args.nc_steps), "--levels", str(args.nc_levels), "--device", str(args.device)]
+        cmd = ["train-noise-classifier", "--run", str(run), "--data", str(data), "--out", str(nc_dir), *extra]
+        if scorekit_main(cmd) != 0:
+            raise ValueError("training the noise classifier failed (see the message above)")
     return TrainedNoiseClassifier(nc_dir, device=args.device)
 
 
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     extractor = make_extractor(args, shape[0])
     ref_user = _reference_images(args, shape)
     ref = reference_stats(extractor, ref_user, None if args.dry_run else out / f"ref_stats_{extractor.name}.npz")
-    estimator = _noise_classifier(args, out, den, lambda x: transform.to_model(x).float(), ref_user)
+    estimator = _noise_classifier(args, out, run, ref_user)
 
     def fid(samples_model):
         return fid_against(extractor, quantize_uint8(transform.to_user(samples_model.float())), ref)
