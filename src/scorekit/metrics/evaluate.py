@@ -8,6 +8,7 @@ exact W2 on at most `w2_max` points per side.
 from __future__ import annotations
 
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,7 @@ def load_samples_npz(path: str | Path) -> tuple[np.ndarray, dict]:
                 raise ValueError(f"{path} has no 'samples' array (keys: {', '.join(z.files) or 'none'})")
             samples = z["samples"]
             extras = {k: float(z[k]) for k in ("nfe",) if k in z.files and z[k].size == 1}
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"cannot read {path}: {' '.join(str(e).split())}") from None
     if not np.issubdtype(samples.dtype, np.number):
         raise ValueError(f"{path}: 'samples' is not numeric (dtype {samples.dtype})")
@@ -128,13 +129,17 @@ def evaluate_samples(
 def _image_metrics(samples, data, split, num_ref, ds_ref, shape, names, extractor, inception_path, inception_sha256,
                    ref_stats, kid_subsets, kid_subset_size, is_splits, pr_k, seed, device) -> dict:  # fmt: skip
     from .features import get_extractor
-    from .fid import frechet_distance, gaussian_stats
+    from .fid import frechet_distance_from_features, gaussian_stats
     from .inception_score import inception_score
     from .kid import kernel_inception_distance
     from .precision_recall import precision_recall
     from .reference import load_reference, save_reference
 
     ext = get_extractor(extractor, "image", shape, inception_path, inception_sha256, device=device)
+    # The Inception pipelines (pytorch-fid, clean-fid) see 8-bit images: round both sides to 1/255 steps.
+    quantize = ext.name == "inception"
+    if quantize:
+        samples = np.round(samples * 255.0) / 255.0
     feats, logits = _features(ext, samples)
     need_ref_features = "kid" in names or "pr" in names
     if ref_stats is not None and Path(ref_stats).is_file():
@@ -144,7 +149,8 @@ def _image_metrics(samples, data, split, num_ref, ds_ref, shape, names, extracto
             raise ValueError(f"{ref_stats} holds only mean/covariance; KID and precision/recall need its features")
         ref_mu, ref_sigma, ref_feats, n_ref = ref["mu"], ref["sigma"], ref["features"], int(ref["meta"]["num"])
     else:
-        ref_feats, _ = _features(ext, ds_ref.user_data())
+        ref_user = ds_ref.user_data()
+        ref_feats, _ = _features(ext, torch.round(ref_user * 255) / 255 if quantize else ref_user)
         ref_mu, ref_sigma = gaussian_stats(ref_feats)
         n_ref = len(ref_feats)
         if ref_stats is not None:
@@ -152,7 +158,7 @@ def _image_metrics(samples, data, split, num_ref, ds_ref, shape, names, extracto
                            split=split)  # fmt: skip
     out: dict = {}
     if "fid" in names:
-        out["fid"] = frechet_distance(*gaussian_stats(feats), ref_mu, ref_sigma)
+        out["fid"] = frechet_distance_from_features(feats, ref_mu, ref_sigma)
     if "kid" in names:
         out["kid"], out["kid_std"] = kernel_inception_distance(
             feats, ref_feats, num_subsets=kid_subsets, subset_size=kid_subset_size, seed=seed
@@ -167,6 +173,7 @@ def _image_metrics(samples, data, split, num_ref, ds_ref, shape, names, extracto
         out["pr_k"] = int(pr_k)
     out["feature_extractor"] = ext.name
     out["feature_extractor_sha256"] = ext.sha256
+    out["quantized_uint8"] = quantize
     out["num_reference"] = n_ref
     return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,7 @@ def load_reference(path: str | Path, **expected) -> dict:
                 "features": z["features"].astype(np.float64) if "features" in z.files else None,
                 "logits": z["logits"].astype(np.float64) if "logits" in z.files else None,
             }
-    except (OSError, KeyError, ValueError) as e:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"cannot read reference statistics {path}: {' '.join(str(e).split())}") from None
     missing = [k for k in REFERENCE_FIELDS if k not in meta]
     if missing:

@@ -3,6 +3,7 @@ mergeable across batches or processes, saveable so an interrupted evaluation res
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +86,7 @@ class StreamingStats:
                 s = cls(int(z["mean"].shape[0]))
                 s.n, s.mean, s.m2 = int(z["n"]), z["mean"].astype(np.float64), z["m2"].astype(np.float64)
                 meta = {k[5:]: str(z[k]) for k in z.files if k.startswith("meta_")}
-        except (OSError, KeyError, ValueError) as e:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise ValueError(f"cannot read streaming statistics {path}: {e}") from None
         return s, meta
 
