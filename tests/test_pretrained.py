@@ -79,6 +79,20 @@ def test_adm_tiny_reproduces_reference(runs):
         torch.testing.assert_close(clf(io["x"], io["t"]), io["classifier_logits"], atol=1e-5, rtol=0)
 
 
+def test_imported_networks_run_in_float64(runs):
+    io = load_file(str(PRE / f"{SDE_TINY['ve']}_io.safetensors"))
+    net = load_network(runs["ve"]).double()
+    with torch.no_grad():
+        out = net(io["x"].double(), io["labels"].double())
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, io["output_ema"].double(), atol=1e-5, rtol=0)
+    io = load_file(str(PRE / "adm_tiny_io.safetensors"))
+    unet = load_network(runs["adm"]).double()
+    with torch.no_grad():
+        out = unet(io["x"].double(), io["t"], io["y"])
+    torch.testing.assert_close(out, io["unet_output"].double(), atol=1e-5, rtol=0)
+
+
 def test_cli_import_matches_library_import(runs, tmp_path, capsys):
     stem = SDE_TINY["ve"]
     rc = cli_main(

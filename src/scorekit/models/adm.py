@@ -29,10 +29,10 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm(32) evaluated in float32 whatever the activation dtype."""
+    """GroupNorm(32) evaluated in at least float32 whatever the activation dtype."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.float()).to(x.dtype)
+        return super().forward(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x).to(x.dtype)
 
 
 def _norm(ch: int) -> GroupNorm32:
@@ -332,7 +332,7 @@ class ADMUNet(_ADMTrunk):
                 self.output_blocks.append(EmbedSequential(*layers))
         input_ch = int(channel_mult[0] * model_channels)
         self.out = nn.Sequential(_norm(ch), nn.SiLU(), _zero(nn.Conv2d(input_ch, out_channels, 3, padding=1)))
-        self.torso_dtype = torch.float16 if use_fp16 else torch.float32
+        self.torso_dtype = None  # None: the input's dtype
         if use_fp16:
             self.convert_to_fp16()
 
@@ -348,13 +348,13 @@ class ADMUNet(_ADMTrunk):
         c_noise = torch.as_tensor(c_noise, device=x.device)
         if c_noise.ndim == 0:
             c_noise = c_noise.expand(x.shape[0])
-        emb = self.time_embed(timestep_embedding(c_noise, self.model_channels))
+        emb = self.time_embed(timestep_embedding(c_noise, self.model_channels).to(self.time_embed[0].weight.dtype))
         if self.num_classes:
             if class_labels is None:
                 raise ValueError("this ADM U-Net is class-conditional: class labels are required")
             emb = emb + self.label_emb(class_labels.long().reshape(x.shape[0]))
         hs = []
-        h = x.to(self.torso_dtype)
+        h = x if self.torso_dtype is None else x.to(self.torso_dtype)
         for block in self.input_blocks:
             h = block(h, emb)
             hs.append(h)
@@ -418,7 +418,7 @@ class ADMEncoderClassifier(_ADMTrunk):
             )
         else:
             raise ValueError(f"unsupported classifier pool {pool!r} (adaptive, attention)")
-        self.torso_dtype = torch.float32
+        self.torso_dtype = None
         if use_fp16:
             for part in (self.input_blocks, self.middle_block):
                 for m in part.modules():
@@ -431,8 +431,8 @@ class ADMEncoderClassifier(_ADMTrunk):
         c_noise = torch.as_tensor(c_noise, device=x.device)
         if c_noise.ndim == 0:
             c_noise = c_noise.expand(x.shape[0])
-        emb = self.time_embed(timestep_embedding(c_noise, self.model_channels))
-        h = x.to(self.torso_dtype)
+        emb = self.time_embed(timestep_embedding(c_noise, self.model_channels).to(self.time_embed[0].weight.dtype))
+        h = x if self.torso_dtype is None else x.to(self.torso_dtype)
         for block in self.input_blocks:
             h = block(h, emb)
         h = self.middle_block(h, emb)

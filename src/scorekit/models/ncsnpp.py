@@ -198,10 +198,10 @@ class NCSNpp(nn.Module):
         mods = iter(self.all_modules)
         if self.embedding_type == "fourier":
             used_sigmas = c_noise
-            temb = next(mods)(torch.log(c_noise))
+            temb = next(mods)(torch.log(c_noise.to(x.dtype)))
         else:
             used_sigmas = self.sigmas[c_noise.long()] if self.scale_by_sigma else None
-            temb = sinusoidal_embedding(c_noise, self.nf)
+            temb = sinusoidal_embedding(c_noise, self.nf).to(x.dtype)
         if self.conditional:
             temb = next(mods)(temb)
             temb = next(mods)(self.act(temb))
