@@ -175,3 +175,27 @@ def test_missing_weights_message_says_where(monkeypatch, tmp_path):
         inc.load_fid_inception(tmp_path / "nope.pth")
     with pytest.raises(ValueError, match="no feature extractor fits"):
         get_extractor("auto", "image", (3, 16, 16))
+
+
+def test_evaluate_command_with_inception(weights_file, tmp_path, monkeypatch):
+    """`scorekit evaluate --extractor inception` runs the whole pipeline on a local (synthetic) weights file."""
+    import json
+
+    import numpy as np
+
+    from scorekit.cli import main
+    from scorekit.data import load_data
+
+    path, digest = weights_file
+    monkeypatch.delenv(inc.INCEPTION_ENV, raising=False)
+    x = load_data("digits", split="test", num=6, seed=0).user_data().numpy()
+    np.savez(tmp_path / "s.npz", samples=x)
+    out = tmp_path / "m.json"
+    common = ["evaluate", "--samples", str(tmp_path / "s.npz"), "--data", "digits", "--out", str(out)]
+    common += ["--extractor", "inception", "--ref-split", "test", "--num-ref", "6", "--kid-subsets", "3"]
+    assert main(common + ["--inception-weights", str(path)]) == 2  # published hash: synthetic file refused
+    assert main(common + ["--inception-weights", str(path), "--inception-sha256", digest]) == 0
+    m = json.loads(out.read_text())
+    assert m["feature_extractor"] == "inception" and m["feature_extractor_sha256"] == digest
+    assert m["quantized_uint8"] is True and m["num_reference"] == 6 == m["num_samples"]
+    assert m["fid"] == pytest.approx(0.0, abs=1e-3) and (m["precision"], m["recall"]) == (1.0, 1.0)

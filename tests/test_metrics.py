@@ -56,6 +56,16 @@ def test_frechet_singular_covariance_is_stable():
     s1, s2 = 4 * np.outer(u, u), 9 * np.outer(v, v)  # orthogonal supports: tr sqrt(S1 S2) = 0
     assert frechet_distance(np.zeros(50), s1, np.zeros(50), s2) == pytest.approx(13.0, rel=1e-12)
     assert frechet_distance(np.zeros(50), s1, np.zeros(50), s1) == pytest.approx(0.0, abs=1e-10)
+    # Fewer samples than dimensions: the N×N factor form equals the dense formula with scipy's sqrtm.
+    from scorekit.metrics.fid import frechet_distance_from_features, gaussian_stats
+
+    g = np.random.default_rng(4)
+    few, many = g.standard_normal((6, 12)), 1.5 * g.standard_normal((400, 12)) + 0.3
+    m1, s1_ = gaussian_stats(few)
+    m2, s2_ = gaussian_stats(many)
+    dense = ((m1 - m2) ** 2).sum() + np.trace(s1_ + s2_ - 2 * sqrtm(s1_ @ s2_).real)
+    assert frechet_distance_from_features(few, m2, s2_) == pytest.approx(dense, rel=1e-6)
+    assert fid_from_features(many, few) == pytest.approx(frechet_distance_from_features(few, m2, s2_), rel=1e-12)
     with pytest.raises(ValueError, match="shape"):
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(2), np.eye(2))
     with pytest.raises(ValueError, match="NaN"):

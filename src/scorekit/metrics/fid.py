@@ -10,7 +10,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["as_features", "gaussian_stats", "sqrtm_psd", "trace_sqrt_product", "frechet_distance", "fid_from_features"]
+__all__ = [
+    "as_features",
+    "gaussian_stats",
+    "sqrtm_psd",
+    "trace_sqrt_product",
+    "frechet_distance",
+    "frechet_distance_from_features",
+    "fid_from_features",
+]
 
 
 def as_features(x, name: str = "features") -> np.ndarray:
@@ -73,4 +81,29 @@ def fid_from_features(features1, features2) -> float:
     f1, f2 = as_features(features1), as_features(features2)
     if f1.shape[1] != f2.shape[1]:
         raise ValueError(f"feature dimensions differ: {f1.shape[1]} and {f2.shape[1]}")
+    if min(len(f1), len(f2)) <= f1.shape[1]:  # a low-rank covariance: use its N×N factor form
+        if len(f2) < len(f1):
+            f1, f2 = f2, f1
+        return frechet_distance_from_features(f1, *gaussian_stats(f2))
     return frechet_distance(*gaussian_stats(f1), *gaussian_stats(f2))
+
+
+def frechet_distance_from_features(features1, mu2, sigma2) -> float:
+    """FID of features [N, F] against Gaussian statistics, exact and O(N²F) when N ≤ F: with
+    Σ₁ = AᵀA, A = (X − μ₁)/√(N−1), the non-zero eigenvalues of Σ₁Σ₂ are those of the PSD N×N matrix AΣ₂Aᵀ."""
+    f1 = as_features(features1)
+    mu2, sigma2 = np.atleast_1d(np.asarray(mu2, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    n, d = f1.shape
+    if n < 2:
+        raise ValueError(f"need at least 2 feature vectors for a covariance, got {n}")
+    if mu2.shape != (d,) or sigma2.shape != (d, d):
+        raise ValueError(f"statistics of dimension {mu2.shape} do not match features of dimension {d}")
+    if n > d:
+        return frechet_distance(*gaussian_stats(f1), mu2, sigma2)
+    mu1 = f1.mean(0)
+    a = (f1 - mu1) / np.sqrt(n - 1)
+    m = a @ sigma2 @ a.T
+    tr_sqrt = float(np.sqrt(np.clip(np.linalg.eigvalsh(0.5 * (m + m.T)), 0.0, None)).sum())
+    diff = mu1 - mu2
+    d2 = diff @ diff + float((a * a).sum()) + np.trace(sigma2) - 2.0 * tr_sqrt
+    return float(max(d2, 0.0))
