@@ -102,10 +102,9 @@ class NCSNpp(nn.Module):
             embed_dim = 2 * nf
         else:
             embed_dim = nf
-        temb_dim = None
+        temb_dim = 4 * nf  # residual blocks own a Dense_0 even when unconditional (unused then), as published
         if conditional:
             modules += [_dense(embed_dim, 4 * nf), _dense(4 * nf, 4 * nf)]
-            temb_dim = 4 * nf
 
         def resblock(in_ch, out_ch=None, up=False, down=False):
             if resblock_type == "ddpm":
