@@ -1,8 +1,8 @@
 """DDPM ancestral sampling and DDIM, written in σ-space on the denoiser D (x_σ = x_process / s).
 
-Both move from σ to σ' < σ as x' = D + (σ_down/σ)(x − D) + σ_up·z with σ_down² = σ'² − σ_up²: the
-deterministic part keeps the posterior mean of the Gaussian bridge x_σ' | x_σ, x0 = D (Ho et al. 2020, eq. 7,
-divided by s(t')), and σ_up sets the injected noise.
+Both move from σ to σ' < σ as x' = D + (σ_down/σ)(x − D) + σ_up·z. Ancestral sampling keeps the mean of the
+Gaussian bridge x_σ' | x_σ, x0 = D (Ho et al. 2020, eq. 7 divided by s(t')): σ_down = σ'²/σ, with σ_up from
+β̃ or β. DDIM keeps the marginal std: σ_down² = σ'² − σ_up², σ_up = η·σ_bridge.
 """
 
 from __future__ import annotations
@@ -30,11 +30,10 @@ def posterior_sigma_up(sigma, sigma_next):
     return sigma_next * ((sigma**2 - sigma_next**2).clamp(min=0)).sqrt() / sigma
 
 
-def _sigma_space_step(D, x, table, i, sigma_up, generator, noisy=True):
-    sig, sig_next = sigma_at(table, i), sigma_at(table, i + 1)
+def _sigma_space_step(D, x, table, i, sigma_down, sigma_up, generator, noisy=True):
+    """x' = D + (σ_down/σ)(x − D) + σ_up·z from σ = table[:, i]."""
+    sig = sigma_at(table, i)
     den = D(x, sig)
-    sigma_up = torch.minimum(sigma_up, sig_next)
-    sigma_down = (sig_next**2 - sigma_up**2).clamp(min=0).sqrt()
     x = den + bcast(sigma_down / sig, x) * (x - den)
     if noisy:
         x = x + bcast(sigma_up, x) * noise_like(x, generator)
@@ -56,7 +55,7 @@ def sample_ancestral(
     """DDPM ancestral sampling (Ho et al. 2020, Alg. 2) on any σ schedule; the step to σ = 0 is x ← D. NFE = N.
 
     variance="posterior" (β̃_t): σ_up² = σ'²(σ² − σ'²)/σ². variance="forward" (β_t, the forward step's
-    variance): σ_up² = (s_t/s_t')²(σ² − σ'²) from the process, capped at σ'² (σ_down ≥ 0).
+    variance): σ_up² = (s_t/s_t')²(σ² − σ'²) from the process. The mean is the bridge mean in both.
     """
     check_choice("variance", variance, ANCESTRAL_VARIANCES)
     forward = variance in ("forward", "beta", "large")
@@ -75,7 +74,8 @@ def sample_ancestral(
                 up = ratio * (sig**2 - sig_next**2).clamp(min=0).sqrt()
             else:
                 up = posterior_sigma_up(sig, sig_next)
-            x, den = _sigma_space_step(D, x, table, i, up, generator)
+            # the mean is the bridge posterior mean whatever the variance: σ_down = σ'²/σ
+            x, den = _sigma_space_step(D, x, table, i, sig_next**2 / sig, up, generator)
         if callback is not None:
             callback({"i": i, "x": x, "sigma": sig, "denoised": den})
     return SamplerOutput(x, float(D.calls))
@@ -109,7 +109,8 @@ def sample_ddim(
             x = den
         else:
             up = eta * posterior_sigma_up(sig, sig_next)
-            x, den = _sigma_space_step(D, x, table, i, up, generator, noisy=eta > 0)
+            down = (sig_next**2 - up**2).clamp(min=0).sqrt()
+            x, den = _sigma_space_step(D, x, table, i, down, up, generator, noisy=eta > 0)
         if callback is not None:
             callback({"i": i, "x": x, "sigma": sig, "denoised": den})
     return SamplerOutput(x, float(D.calls))
