@@ -1,0 +1,311 @@
+"""Classifier guidance on 8×8 digits: fidelity vs diversity as the guidance scale grows.
+
+Reproduces the direction of Dhariwal & Nichol 2021 (Fig. 4 / Table 4): a noisy classifier steering an
+unconditional diffusion model makes samples more recognisably of the requested class (fidelity ↑) and less
+varied (diversity ↓) as the scale s grows.
+
+Pieces (cached under benchmarks/results/tmp/guidance/, rebuilt with --retrain):
+- score model: scorekit.training.train, VP process, ε-parameterisation, an MLP on the flattened 8×8 image
+  (the 8×8 U-Net is too slow to train within this benchmark's CPU budget);
+- noisy classifier: scorekit.guidance.train_noisy_classifier, the U-Net-encoder classifier with attention pooling
+  (arch noisy_classifier_unet), trained on the digits train split noised by the same VP process;
+- judge: scorekit's pinned clean-data digits classifier (scorekit.metrics.features.get_extractor("digits")),
+  trained separately on clean digits, never used for guidance.
+
+For each scale, NUM_PER_CLASS samples of every class 0–9 are drawn from the same prior noise and sampler noise;
+per class: judge accuracy on the requested class, its mean confidence, FID / precision / recall against that
+class's real digits in the judge's feature space, and the feature-space spread (mean pairwise distance,
+relative to the real digits of that class); the table averages over classes.
+
+    .venv/bin/python benchmarks/guidance.py            # ~10 minutes on one busy CPU core
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scorekit.checkpoint import load_denoiser
+from scorekit.data import Dataset, load_data
+from scorekit.guidance import (
+    ClassifierGuidedDenoiser,
+    NoisyClassifier,
+    load_classifier,
+    noise_band_accuracy,
+    train_noisy_classifier,
+)
+from scorekit.metrics.features import get_extractor
+from scorekit.metrics.fid import fid_from_features
+from scorekit.metrics.precision_recall import precision_recall
+from scorekit.processes import get_process
+from scorekit.samplers import get_sampler, get_sigmas
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SHAPE = (1, 8, 8)
+
+
+class FlatToImage(NoisyClassifier):
+    """Lets the image classifier guide a model that works on flattened [B, 64] digits."""
+
+    def __init__(self, inner: NoisyClassifier, shape=SHAPE):
+        super().__init__()
+        self.inner, self.shape, self.num_classes = inner, tuple(shape), inner.num_classes
+
+    def log_probs(self, x, sigma):
+        return self.inner.log_probs(x.reshape(x.shape[0], *self.shape), sigma)
+
+
+def train_score_model(out: Path, steps: int, seed: int, log) -> None:
+    from scorekit.training import default_config, train
+
+    digits = load_data("digits", split="train")
+    flat = Dataset(digits.data.reshape(len(digits), -1).contiguous(), digits.labels, "vector", 10, digits.transform)
+    cfg = default_config("digits", "vp", steps=steps, batch_size=128, lr=1e-3, seed=seed, checkpoint_every=steps)
+    cfg["data"]["shape"] = [64]
+    cfg["data"]["kind"] = "vector"
+    cfg["network"] = {"arch": "mlp", "dim": 64, "hidden": 256, "depth": 4, "emb_dim": 128, "num_classes": 0}
+    t = time.time()
+    train(cfg, out, data=flat, progress=False)
+    log(f"score model: {steps} steps in {time.time() - t:.0f} s -> {out}")
+
+
+def train_classifier(out: Path, steps: int, seed: int, log) -> dict:
+    tr, te = load_data("digits", split="train"), load_data("digits", split="test")
+    t = time.time()
+    data_cfg = {"spec": "digits", "kind": "image", "shape": list(SHAPE), "num_classes": 10}
+    data_cfg["transform"] = tr.transform.to_config()
+    _, summary = train_noisy_classifier(
+        tr.data,
+        tr.labels,
+        "vp",
+        num_classes=10,
+        kind="image",
+        steps=steps,
+        batch_size=128,
+        lr=1e-3,
+        seed=seed,
+        out=out,
+        data_config=data_cfg,
+        eval_data=te.data,
+        eval_labels=te.labels,
+        log_every=max(1, steps // 5),
+        log=log,
+    )
+    log(f"noisy classifier: {steps} steps in {time.time() - t:.0f} s -> {out}")
+    return summary
+
+
+def save_grid(path: Path, images: np.ndarray, nrow: int, ncol: int, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    canvas = np.ones((nrow * 9 + 1, ncol * 9 + 1))
+    for i in range(nrow):
+        for j in range(ncol):
+            canvas[i * 9 + 1 : i * 9 + 9, j * 9 + 1 : j * 9 + 9] = images[i * ncol + j, 0]
+    fig, ax = plt.subplots(figsize=(ncol * 0.45 + 0.4, nrow * 0.45 + 0.6))
+    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def mean_pairwise(f: np.ndarray) -> float:
+    t = torch.from_numpy(f)
+    d = torch.cdist(t, t)
+    n = len(f)
+    return float(d.sum() / (n * (n - 1)))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--scales", default="0,0.5,1,2,4,8")
+    p.add_argument("--num-per-class", type=int, default=50)
+    p.add_argument("--sampler", default="ancestral")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--score-steps", type=int, default=3000)
+    p.add_argument("--classifier-steps", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", default=str(RESULTS / "tmp" / "guidance"))
+    p.add_argument("--retrain", action="store_true")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    scales = [float(s) for s in args.scales.split(",")]
+    work = Path(args.workdir)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+
+    def log(msg):
+        print(msg, flush=True)
+
+    t_all = time.time()
+    score_dir, clf_dir = work / "score", work / "classifier"
+    if args.retrain or not (score_dir / "ema.safetensors").exists():
+        if score_dir.exists():
+            import shutil
+
+            shutil.rmtree(score_dir)
+        train_score_model(score_dir, args.score_steps, args.seed, log)
+    if args.retrain or not (clf_dir / "model.safetensors").exists():
+        train_classifier(clf_dir, args.classifier_steps, args.seed, log)
+    den = load_denoiser(score_dir)
+    noisy = load_classifier(clf_dir)
+    te = load_data("digits", split="test")
+    clf_acc = noise_band_accuracy(noisy, te.data, te.labels, get_process("vp"))
+    log("noisy classifier held-out accuracy by noise band: " + json.dumps(clf_acc))
+
+    judge = get_extractor("digits")
+    real = load_data("digits", split="all")
+    real_user = real.user_data().float()
+    real_feat = judge.features(real_user)
+    real_by_class = {c: real_feat[(real.labels == c).numpy()] for c in range(10)}
+    real_spread = {c: mean_pairwise(real_by_class[c]) for c in range(10)}
+
+    k = args.num_per_class
+    labels = torch.arange(10).repeat_interleave(k)
+    n = len(labels)
+    proc = den.process
+    sigmas = get_sigmas("karras", args.steps, sigma_min=proc.sigma_min, sigma_max=proc.sigma_max)
+    spec = get_sampler(args.sampler)
+    guide = FlatToImage(noisy)
+    rows = []
+    for scale in scales:
+        t = time.time()
+        gen = torch.Generator().manual_seed(args.seed + 17)
+        x = proc.sigma_max * torch.randn(n, 64, generator=gen)
+        guided = ClassifierGuidedDenoiser(den, guide, scale)
+        out = spec.fn(guided, x, sigmas, generator=gen, class_labels=labels)
+        imgs = real.transform.to_user(out.x.reshape(n, *SHAPE)).clamp(0, 1)
+        feat, logits = judge.features_and_logits(imgs)
+        prob = torch.softmax(torch.from_numpy(logits), dim=1)
+        hit = (prob.argmax(1) == labels).double()
+        conf = prob.gather(1, labels[:, None])[:, 0]
+        per_class = []
+        for c in range(10):
+            m = (labels == c).numpy()
+            f = feat[m]
+            prec, rec = precision_recall(real_by_class[c], f, k=3)
+            ok = hit[m].numpy() > 0
+            in_class = mean_pairwise(f[ok]) / real_spread[c] if ok.sum() >= 2 else float("nan")
+            per_class.append(
+                {
+                    "class": c,
+                    "accuracy": float(hit[m].mean()),
+                    "confidence": float(conf[m].mean()),
+                    "fid": fid_from_features(f, real_by_class[c]),
+                    "precision": prec,
+                    "recall": rec,
+                    "spread": mean_pairwise(f) / real_spread[c],
+                    "spread_in_class": in_class,
+                }
+            )
+        row = {"scale": scale}
+        for key in ("accuracy", "confidence", "fid", "precision", "recall", "spread", "spread_in_class"):
+            row[key] = float(np.nanmean([pc[key] for pc in per_class]))
+        row["nfe"] = out.nfe
+        row["seconds"] = round(time.time() - t, 1)
+        row["per_class"] = per_class
+        rows.append(row)
+        log(
+            f"scale {scale:g}: accuracy {row['accuracy']:.3f} confidence {row['confidence']:.3f} "
+            f"FID {row['fid']:.2f} recall {row['recall']:.3f} spread {row['spread']:.3f} ({row['seconds']} s)"
+        )
+        order = torch.arange(n).reshape(10, k)[:, : min(10, k)].reshape(-1)
+        save_grid(
+            RESULTS / f"guidance_grid_s{scale:g}.png",
+            imgs[order].numpy(),
+            10,
+            min(10, k),
+            f"classifier guidance s={scale:g} (row = requested class)",
+        )
+
+    header = (
+        "| scale | accuracy | confidence | FID to class | precision | recall | spread | spread judged in class | NFE |"
+    )
+    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['scale']:g} | {r['accuracy']:.3f} | {r['confidence']:.3f} | {r['fid']:.2f} | "
+            f"{r['precision']:.3f} | {r['recall']:.3f} | {r['spread']:.3f} | {r['spread_in_class']:.3f} | "
+            f"{r['nfe']:g} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    setup = {
+        "data": "digits (scikit-learn 8x8), 10 classes",
+        "score_model": f"VP eps MLP on flattened digits, {args.score_steps} steps",
+        "noisy_classifier": f"noisy_classifier_unet, {args.classifier_steps} steps, VP noise",
+        "noisy_classifier_heldout_accuracy_by_noise": clf_acc,
+        "judge": judge.describe(),
+        "sampler": f"{args.sampler}, {args.steps} steps, karras schedule, score-form guidance",
+        "samples_per_class": k,
+        "metrics": "averaged over classes; FID/precision/recall/spread vs that class's real digits in judge features",
+        "seed": args.seed,
+        "command": "python benchmarks/guidance.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "total_seconds": round(time.time() - t_all, 1),
+    }
+    (RESULTS / "guidance.json").write_text(json.dumps({"setup": setup, "rows": rows}, indent=2) + "\n")
+    md = [
+        "# Classifier guidance on digits",
+        "",
+        "Fraction of samples the independent (pinned, clean-data) digits classifier assigns to the requested class, "
+        "its mean confidence, and diversity vs that class's real digits in its feature space, averaged over the ten "
+        "classes. Spread = mean pairwise feature distance of the samples / that of the real digits of the class; "
+        "'judged in class' counts only the samples the judge assigns to the requested class (diversity at fixed "
+        "fidelity). FID to class is per-class FID with 50 samples in the judge's 64-d features (biased upward by "
+        "the small sample; compare across scales only).",
+        "",
+        table,
+        "",
+        "Setup: " + json.dumps({k_: v for k_, v in setup.items() if k_ != "judge"}),
+        "",
+        f"Grids: guidance_grid_s{{scale}}.png; curve: guidance.png. Total time {setup['total_seconds']} s.",
+    ]
+    (RESULTS / "guidance.md").write_text("\n".join(md) + "\n")
+    plot(rows)
+    return 0
+
+
+def plot(rows):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = [r["scale"] for r in rows]
+    xs = [math.log2(v) if v > 0 else -2 for v in s]  # 0 placed at the left edge
+    labels = [f"{v:g}" for v in s]
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(12, 3.4))
+    a.plot(xs, [r["accuracy"] for r in rows], "o-", label="judge accuracy on requested class")
+    a.plot(xs, [r["confidence"] for r in rows], "s-", label="judge confidence")
+    a.plot(xs, [r["precision"] for r in rows], "^-", label="precision")
+    a.set_title("fidelity")
+    b.plot(xs, [r["recall"] for r in rows], "o-", label="recall")
+    b.plot(xs, [r["spread"] for r in rows], "s-", label="feature spread (rel. to real)")
+    b.plot(xs, [r["spread_in_class"] for r in rows], "^-", label="spread of samples judged in class")
+    b.set_title("diversity")
+    c.plot(xs, [r["fid"] for r in rows], "d-", color="gray", label="FID to the requested class")
+    c.set_yscale("log")
+    c.set_title("FID to the class's real digits")
+    for ax in (a, b, c):
+        ax.set_xticks(xs, labels)
+        ax.set_xlabel("guidance scale s")
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "guidance.png", dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
