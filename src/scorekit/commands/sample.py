@@ -17,7 +17,13 @@ HELP = "draw samples with any sampler (optionally Denoising MCMC and classifier 
 
 def add_arguments(p):
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="run directory of a trained (or imported) score model")
+    src.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        help="run directory of a trained (or imported) score model "
+        "(--run-dir under torchrun, whose parser claims --run)",
+    )
     src.add_argument("--model", help="gmm:SPEC.json — the exact denoiser of a Gaussian mixture")
     p.add_argument(
         "--process",
@@ -26,7 +32,14 @@ def add_arguments(p):
     )
     p.add_argument("--sampler", required=True, help="sampler name (see docs; e.g. heun, euler_maruyama, dpmpp_2m)")
     p.add_argument("--steps", type=int, required=True, help="number of sampler steps (noise levels)")
-    p.add_argument("--num", type=int, required=True, help="number of samples")
+    p.add_argument(
+        "--num",
+        "--num-samples",
+        dest="num",
+        type=int,
+        required=True,
+        help="number of samples (--num-samples under torchrun, whose parser claims --num)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--out", required=True, help="output .npz")

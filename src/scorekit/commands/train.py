@@ -11,7 +11,9 @@ HELP = "train a score model (denoising score matching / DDPM ε-loss / EDM) on D
 
 def add_arguments(p):
     p.add_argument(
-        "--data", required=True, help="digits | moons | swissroll | rings | checkerboard | gmm:SPEC.json | PATH"
+        "--data",
+        default=None,
+        help="(required unless --resume) digits | moons | swissroll | rings | checkerboard | gmm:SPEC.json | PATH",
     )
     p.add_argument("--process", default=None, choices=["ve", "vp", "subvp", "ddpm", "edm"], help="default: vp")
     p.add_argument("--steps", type=int, default=None, help="training steps (default 2000)")
@@ -88,6 +90,8 @@ def run(args) -> int:
     from ..distributed import init_distributed, resolve_device
     from ..training import train, validate_config
 
+    if not args.resume and not args.data:
+        raise ValueError("--data is required (unless --resume continues an existing run)")
     device = resolve_device(args.device)
     init_distributed(device)
     if args.resume:
