@@ -97,6 +97,14 @@ class Objective:
     def __call__(self, denoiser: NetworkDenoiser, x0: Tensor, generator=None, class_labels=None) -> Tensor:
         raise NotImplementedError
 
+    def draw(self, n: int, sample_shape, generator, device=None, dtype=torch.float32) -> dict | None:
+        """The random inputs of a batch of n, drawn up front (or None if the objective draws internally).
+
+        Distributed training draws them for the *global* batch on every rank and passes each rank its slice
+        as keyword arguments to `__call__`, so the result does not depend on the world size.
+        """
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
@@ -131,10 +139,17 @@ class DenoisingObjective(Objective):
             return self.sigma_sampler(n, generator).to(device=device, dtype=dtype)
         return sample_training_sigma(self.process, n, generator, device).to(dtype)
 
-    def __call__(self, denoiser, x0, generator=None, class_labels=None):
+    def draw(self, n, sample_shape, generator, device=None, dtype=torch.float32):
+        sigma = self.draw_sigma(n, generator, device, dtype)
+        noise = torch.randn((n, *sample_shape), generator=generator, dtype=dtype).to(device)
+        return {"sigma": sigma, "noise": noise}
+
+    def __call__(self, denoiser, x0, generator=None, class_labels=None, sigma=None, noise=None):
         _need_network_denoiser(denoiser, self.name)
-        sigma = self.draw_sigma(x0.shape[0], generator, x0.device, x0.dtype)
-        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+        if sigma is None or noise is None:
+            r = self.draw(x0.shape[0], x0.shape[1:], generator, x0.device, x0.dtype)
+            sigma, noise = r["sigma"], r["noise"]
+        sigma, noise = sigma.to(x0.device, x0.dtype), noise.to(x0.device, x0.dtype)
         x = x0 + bcast(sigma, x0) * noise
         target = denoiser.target(x0, x, sigma)
         out = denoiser.network_output(x, sigma, class_labels)

@@ -83,11 +83,23 @@ DEFAULT_PROCESS_SETTINGS = {
 }
 
 
-def default_network(data: Dataset, class_conditional: bool = False) -> dict:
-    """Network sized for the data: a small U-Net for 8×8 (trains on a CPU), a real one from 32×32 up."""
+def default_network(data: Dataset, class_conditional: bool = False, conditioning: str = "log_sigma") -> dict:
+    """Network sized for the data: a small U-Net for 8×8 (trains on a CPU), a real one from 32×32 up.
+
+    Noise embedding: random Fourier features for order-1 inputs (t, ¼ln σ), positional for step indices / 999t.
+    """
     nc = data.num_classes if class_conditional else 0
+    emb = "positional" if conditioning in ("index", "t999", "sigma") else "fourier"
     if data.kind == "vector":
-        return {"arch": "mlp", "dim": int(data.shape[0]), "hidden": 256, "depth": 4, "emb_dim": 128, "num_classes": nc}
+        return {
+            "arch": "mlp",
+            "dim": int(data.shape[0]),
+            "hidden": 256,
+            "depth": 4,
+            "emb_dim": 128,
+            "num_classes": nc,
+            "embedding": emb,
+        }
     c, h, _ = data.shape
     if h <= 8:
         mult, ch, attn, blocks = [1, 2], 64, [4], 2
@@ -107,6 +119,7 @@ def default_network(data: Dataset, class_conditional: bool = False) -> dict:
         "attn_resolutions": attn,
         "dropout": 0.1 if h > 8 else 0.0,
         "num_classes": nc,
+        "embedding": emb,
     }
 
 
@@ -126,7 +139,7 @@ def default_config(data_spec: str, process: str = "vp", *, class_conditional: bo
         "kind": "score_model",
         "data": _data_section(data_spec, data),
         "process": proc.to_config(),
-        "network": default_network(data, class_conditional),
+        "network": default_network(data, class_conditional, dd["conditioning"]),
         "denoiser": {
             "parameterization": dd["parameterization"],
             "conditioning": dd["conditioning"],
@@ -237,6 +250,11 @@ def _dist_info() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def _rank_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """Stateless per-(step, rank) generator for objectives that draw their own randomness under DDP."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7_919 + rank * 104_729 + 1) % (2**63 - 1))
 
 
 def _lr_at(step: int, tr: dict) -> float:
@@ -400,19 +418,26 @@ def train(
     stopped = False
     with _StopFlag() as stop:
         while step < stop_at:
-            idx = order.take(global_bs)[rank * tr["batch_size"] : (rank + 1) * tr["batch_size"]]
+            sl = slice(rank * tr["batch_size"], (rank + 1) * tr["batch_size"])
+            idx = order.take(global_bs)[sl]
             x0 = x_all[idx].to(device, non_blocking=True)
             labels = None
             if cond:
                 labels = y_all[idx].to(device)
                 if tr["p_uncond"] > 0:
-                    drop = torch.rand(len(idx), generator=gen) < tr["p_uncond"]
+                    drop = (torch.rand(global_bs, generator=gen) < tr["p_uncond"])[sl]
                     labels = torch.where(drop.to(device), torch.full_like(labels, num_classes), labels)
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, tr)
             train_model.train()
+            # Random inputs for the whole global batch, sliced per rank: results do not depend on world size.
+            rand = objective.draw(global_bs, tuple(x0.shape[1:]), gen, device, x0.dtype)
             with autocast:
-                loss_per = objective(denoiser_train, x0, gen, labels)
+                if rand is not None:
+                    loss_per = objective(denoiser_train, x0, gen, labels, **{k: v[sl] for k, v in rand.items()})
+                else:
+                    g_obj = gen if world == 1 else _rank_generator(tr["seed"], step, rank)
+                    loss_per = objective(denoiser_train, x0, g_obj, labels)
             loss = loss_per.float().mean()
             if not torch.isfinite(loss):
                 if tr["nan_policy"] == "skip":
