@@ -60,14 +60,14 @@ def barrier() -> None:
         dist.barrier()
 
 
-def gather_batches(local: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-    """Gather {batch_index: tensor} from every rank onto every rank (CPU tensors, gloo/NCCL via objects)."""
+def gather_batches(local: dict) -> dict:
+    """Gather {batch_index: value} from every rank onto every rank (values are picklable, e.g. CPU tensors)."""
     rank, world = rank_world()
     if world == 1:
         return dict(local)
     parts: list = [None] * world
-    dist.all_gather_object(parts, {k: v.cpu() for k, v in local.items()})
-    out: dict[int, torch.Tensor] = {}
+    dist.all_gather_object(parts, local)
+    out: dict = {}
     for p in parts:
         out.update(p)
     return out

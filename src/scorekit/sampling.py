@@ -8,16 +8,28 @@ or on whether a run was resumed.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .processes import Process
 from .samplers import get_sampler, get_sigmas
 
-__all__ = ["GenerateResult", "generate", "batch_generator", "parse_sampler_options", "make_sigmas_for"]
+__all__ = [
+    "GenerateResult",
+    "generate",
+    "batch_generator",
+    "parse_sampler_options",
+    "make_sigmas_for",
+    "NpzStreamWriter",
+]
 
 
 @dataclass
@@ -163,3 +175,49 @@ def _device_generator(seed: int, b: int, device) -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed((int(seed) * 1_000_003 + int(b) * 7_919 + 54_321) % (2**63 - 1))
     return g
+
+
+class NpzStreamWriter:
+    """Write an .npz whose big array is appended batch by batch (memory flat in its length).
+
+    The array `name` of known final shape is streamed into its zip member; small arrays are added at close.
+    The file appears atomically (temp file + rename) only when every row was written.
+    """
+
+    def __init__(self, path, name: str, shape: tuple[int, ...], dtype=np.float32):
+        self.path = Path(path)
+        if self.path.suffix != ".npz":
+            raise ValueError(f"output must end in .npz, got {self.path}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".npz", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.shape, self.dtype, self.rows = tuple(shape), np.dtype(dtype), 0
+        self.zf = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        self.member = self.zf.open(f"{name}.npy", "w", force_zip64=True)
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+        np.lib.format.write_array_header_2_0(self.member, header)
+
+    def append(self, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        if rows.shape[1:] != self.shape[1:] or self.rows + len(rows) > self.shape[0]:
+            raise ValueError(f"rows of shape {rows.shape} do not fit an array of shape {self.shape}")
+        self.member.write(rows.tobytes())
+        self.rows += len(rows)
+
+    def close(self, **small_arrays) -> None:
+        self.member.close()
+        if self.rows != self.shape[0]:
+            self.abort()
+            raise ValueError(f"only {self.rows} of {self.shape[0]} rows were written")
+        for k, v in small_arrays.items():
+            with self.zf.open(f"{k}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(v), allow_pickle=False)
+        self.zf.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self.zf.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)

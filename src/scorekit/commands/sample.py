@@ -196,33 +196,37 @@ def run(args) -> int:
     elif getattr(args, "class_label", None) is not None and getattr(den, "num_classes", 0):
         labels = _labels_from_arg(args.class_label, args.num, den.num_classes, args.seed)
 
-    extra = {}
     if args.dmcmc:
         from ..dmcmc import run_dlg_from_args
 
         res = run_dlg_from_args(args, den, proc, gmm=gmm, device=device, shape=shape, class_labels=labels)
-        samples, nfe = res.samples, res.nfe_per_sample
-        extra["sigma_start"] = res.sigma_start.float().numpy()
-        extra["classifier_evals"] = np.float64(res.classifier_evals_per_sample)
+        if not is_main_process():
+            return 0
+        user = transform.to_user(res.samples) if transform is not None else res.samples
+        arrays = {
+            "samples": user.float().numpy().astype(np.float32),
+            "nfe": np.float64(res.nfe_per_sample),
+            "sigma_start": res.sigma_start.float().numpy(),
+            "classifier_evals": np.float64(res.classifier_evals_per_sample),
+        }
+        if labels is not None:
+            arrays["labels"] = labels.cpu().numpy().astype(np.int64)
+        save_npz_atomic(args.out, **arrays)
+        preview, nfe = user[: 100 if len(shape) == 3 else 2000], res.nfe_per_sample
+        extra = f"; noise-classifier evaluations per sample {res.classifier_evals_per_sample:.2f}"
     else:
-        samples, nfe = _generate(args, den, proc, schedule, options, device, shape, labels)
-
-    if not is_main_process():
-        return 0
-    user = transform.to_user(samples) if transform is not None else samples
-    arrays = {"samples": user.float().numpy().astype(np.float32), "nfe": np.float64(nfe), **extra}
-    if labels is not None:
-        arrays["labels"] = labels.cpu().numpy().astype(np.int64)
-    save_npz_atomic(args.out, **arrays)
+        preview, nfe = _generate_streaming(args, den, proc, schedule, options, device, shape, labels, transform)
+        extra = ""
+        if not is_main_process():
+            return 0
     if args.grid:
         ref = None
         if gmm is not None and gmm.dim == 2:
             ref = gmm.sample(min(2000, args.num), torch.Generator().manual_seed(args.seed + 1))[0].float()
-        save_preview(args.grid, user, kind, ref)
-    msg = f"wrote {args.num} samples to {args.out} ({args.sampler}, {args.steps} steps, {nfe:.2f} NFE per sample)"
-    if "classifier_evals" in extra:
-        msg += f"; noise-classifier evaluations per sample {float(extra['classifier_evals']):.2f}"
-    print(msg)
+        save_preview(args.grid, preview, kind, ref)
+    print(
+        f"wrote {args.num} samples to {args.out} ({args.sampler}, {args.steps} steps, {nfe:.2f} NFE per sample){extra}"
+    )
     return 0
 
 
@@ -238,35 +242,70 @@ def _labels_from_arg(text, num, num_classes, seed):
     return torch.full((num,), k, dtype=torch.long)
 
 
-def _generate(args, den, proc, schedule, options, device, shape, labels):
-    """Batches split over distributed ranks (disjoint batch indices), gathered in batch order."""
+def _generate_streaming(args, den, proc, schedule, options, device, shape, labels, transform):
+    """Each round, rank r makes batch round·world + r; rank 0 appends the gathered batches in order to the .npz.
+    Memory stays flat in --num; the samples equal a single-process run's (batch seeds depend on the index)."""
     from ..distributed import gather_batches, rank_world
-    from ..sampling import generate
+    from ..sampling import NpzStreamWriter, generate
 
     rank, world = rank_world()
     nb = math.ceil(args.num / args.batch_size)
-    mine = list(range(rank, nb, world))
-    got: dict[int, torch.Tensor] = {}
-    res = generate(
-        den,
-        args.sampler,
-        args.steps,
-        args.num,
-        process=proc,
-        schedule=schedule,
-        sigma_min=args.sigma_min,
-        sigma_max=args.sigma_max,
-        rho=args.rho,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=device,
-        class_labels=labels,
-        sampler_options=options,
-        data_shape=shape,
-        batches=mine,
-        progress=not args.no_progress and rank == 0,
-        on_batch=lambda b, x: got.__setitem__(b, x),
-    )
-    allb = gather_batches(got)
-    samples = torch.cat([allb[b] for b in range(nb)])
-    return samples, res.nfe
+    writer = NpzStreamWriter(args.out, "samples", (args.num, *shape)) if rank == 0 else None
+    preview, nfe_sum = [], 0.0
+    cap = 100 if len(shape) == 3 else 2000  # rows kept for the --grid picture
+    bar = None
+    if not args.no_progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=nb, desc=f"sample {args.sampler}", unit="batch", dynamic_ncols=True)
+    try:
+        for r in range(math.ceil(nb / world)):
+            b = r * world + rank
+            local = {}
+            if b < nb:
+                res = generate(
+                    den,
+                    args.sampler,
+                    args.steps,
+                    args.num,
+                    process=proc,
+                    schedule=schedule,
+                    sigma_min=args.sigma_min,
+                    sigma_max=args.sigma_max,
+                    rho=args.rho,
+                    batch_size=args.batch_size,
+                    seed=args.seed,
+                    device=device,
+                    class_labels=labels,
+                    sampler_options=options,
+                    data_shape=shape,
+                    batches=[b],
+                )
+                x = transform.to_user(res.samples) if transform is not None else res.samples
+                local[b] = (x, res.nfe)
+            got = gather_batches(local)
+            if writer is not None:
+                for bb in sorted(got):
+                    x, nfe = got[bb]
+                    writer.append(x.numpy())
+                    nfe_sum += nfe * len(x)
+                    kept = sum(len(p) for p in preview)
+                    if kept < cap:
+                        preview.append(x[: cap - kept])
+                    if bar is not None:
+                        bar.update(1)
+        if writer is None:
+            return None, 0.0
+        nfe = nfe_sum / args.num
+        small = {"nfe": np.float64(nfe)}
+        if labels is not None:
+            small["labels"] = labels.cpu().numpy().astype(np.int64)
+        writer.close(**small)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return torch.cat(preview), nfe
