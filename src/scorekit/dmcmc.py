@@ -274,7 +274,7 @@ class DLGConfig:
     sigma_update: str = "argmax"
     kernel: str = "ula"
     burn_in: int = 20
-    init_sampler: str = "heun"
+    init_sampler: str = "edm_stochastic"
     init_steps: int = 20
     init_noise: float = 0.5
     finisher: str = "heun"
@@ -505,8 +505,8 @@ def sample_dlg(
         if callback is not None:
             callback({"stage": "round", "round": r, "x": out, "sigma": sigma_start, "chain_x": x})
     chain_nfe = score.calls - chain_calls_before  # per chain over all rounds
-    samples = torch.stack(outputs, 1).reshape(C * rounds, *shape)[: int(num)]
-    sigma_start = torch.stack(starts, 1).reshape(-1)[: int(num)]
+    samples = torch.stack(outputs, 0).reshape(rounds * C, *shape)[: int(num)]
+    sigma_start = torch.stack(starts, 0).reshape(-1)[: int(num)]
     # per-sample costs: all C chains' work divided over the `num` samples kept
     total_nfe = C * (startup_nfe + chain_nfe + finisher_nfe)
     total_clf = C * classifier_calls
