@@ -214,6 +214,23 @@ def test_imported_runs_sample_with_heun(runs, key):
     assert not torch.equal(a.samples, c.samples)
 
 
+@pytest.mark.parametrize("key", ["ve", "vp", "adm"])
+def test_every_sampler_runs_on_imported_runs(runs, key):
+    from scorekit.samplers import SAMPLERS, get_sampler
+    from scorekit.sampling import generate
+
+    den = load_denoiser(runs[key])
+    labels = torch.tensor([1, 8]) if key == "adm" else None
+    for name in SAMPLERS:
+        if name == "rk45" and key != "ve":  # adaptive: slow on CPU, one process is enough
+            continue
+        res = generate(den, name, 2, 2, seed=1, batch_size=2, class_labels=labels)
+        assert res.samples.shape == (2, 3, 16, 16) and torch.isfinite(res.samples).all(), name
+        nfe = get_sampler(name).nfe
+        if nfe is not None:
+            assert res.nfe == nfe(2), name
+
+
 def test_cli_sample_imported_run(runs, tmp_path):
     out = tmp_path / "s.npz"
     rc = cli_main(
