@@ -276,14 +276,17 @@ class _GaussianMoments:
         return torch.log_softmax(-0.5 * r2 / tot - 0.5 * d * tot.log(), dim=1)
 
 
-@pytest.mark.parametrize("key", ["ve", "vp"])
+@pytest.mark.parametrize("key", ["ve", "vp", "adm"])
 def test_imported_runs_sample_with_dlg(runs, key):
     dmcmc = pytest.importorskip("scorekit.dmcmc")
     den = load_denoiser(runs[key])
     levels = dmcmc.make_levels(max(den.process.sigma_min, 0.01), den.process.sigma_max, 50)
     cfg = dmcmc.DLGConfig(chains=2, skip=1, burn_in=1, init_steps=2, finisher_steps=2, eta=1e-4)
+    labels = torch.tensor([0, 3, 6, 9]) if key == "adm" else None
     res = [
-        dmcmc.sample_dlg(den, _GaussianMoments(levels), 4, cfg, generator=torch.Generator().manual_seed(1))
+        dmcmc.sample_dlg(
+            den, _GaussianMoments(levels), 4, cfg, generator=torch.Generator().manual_seed(1), class_labels=labels
+        )
         for _ in range(2)
     ]
     assert res[0].samples.shape == (4, 3, 16, 16) and torch.isfinite(res[0].samples).all()
@@ -522,3 +525,31 @@ def test_adm_recipe_dry_run(tmp_path):
     rows = json.loads((tmp_path / "adm_guided_dryrun.json").read_text())["rows"]
     assert [r["scale"] for r in rows] == [0.0, 1.0] and all(r["nfe"] == 4.0 for r in rows)
     assert all(np.isfinite(r["fid"]) for r in rows)
+
+
+def test_adm_fp16_torso_close_to_reference():
+    cfg = json.loads((PRE / "adm_tiny.json").read_text())["unet_kwargs"]
+    net = build_network({"arch": "adm_unet", **cfg, "use_fp16": True}).eval()
+    net.load_state_dict(torch.load(PRE / "adm_unet_tiny.pt", weights_only=True))
+    assert net.input_blocks[0][0].weight.dtype == torch.float16 and net.out[2].weight.dtype == torch.float32
+    io = load_file(str(PRE / "adm_tiny_io.safetensors"))
+    with torch.no_grad():
+        out = net(io["x"], io["t"], io["y"])
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, io["unet_output"], atol=1e-3, rtol=0)  # half-precision convolutions
+
+
+def test_bad_adm_files_refused(tmp_path):
+    src = PRE / "adm_classifier_tiny.pt"
+    (tmp_path / "trunc.pt").write_bytes(src.read_bytes()[:1000])
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    for bad, msg in (("trunc.pt", "weights-only torch checkpoint"), ("tensor.pt", "not a state dict")):
+        with pytest.raises(CheckpointError, match=msg):
+            importers.import_adm(
+                PRE / "adm_unet_tiny.pt",
+                str(PRE / "adm_tiny.json"),
+                tmp_path / f"run_{bad}",
+                classifier=tmp_path / bad,
+                classifier_config=str(PRE / "adm_tiny.json"),
+            )
+        assert not (tmp_path / f"run_{bad}" / "config.json").exists()
