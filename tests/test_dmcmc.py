@@ -75,7 +75,7 @@ def mixture():
     gmm = ring_gmm()
     ref, _ = gmm.sample(20000, torch.Generator().manual_seed(123))
     floor = sliced_wasserstein(gmm.sample(1000, torch.Generator().manual_seed(7))[0], ref)
-    est = ExactNoisePosterior(gmm, make_levels(0.002, 80.0, 1000))
+    est = ExactNoisePosterior(gmm, make_levels(0.002, 80.0, 400))  # 400 levels keep the tests fast
     return gmm, ref, floor, est
 
 
@@ -175,7 +175,7 @@ def test_vp_model_through_sigma_space(finisher):
     proc = VPSDE()
     ref, _ = gmm.sample(20000, torch.Generator().manual_seed(123))
     floor = sliced_wasserstein(gmm.sample(1000, torch.Generator().manual_seed(7))[0], ref)
-    est = ExactNoisePosterior(gmm, make_levels(proc.sigma_min * 1.01, proc.sigma_max * 0.99, 500))
+    est = ExactNoisePosterior(gmm, make_levels(proc.sigma_min * 1.01, proc.sigma_max * 0.99, 300))
     cfg = DLGConfig(**{**FAST, "finisher": finisher, "init_steps": 30}, finisher_steps=8)
     r = sample_dlg(gmm.denoiser(process=proc), est, 1000, cfg, generator=torch.Generator().manual_seed(4))
     assert sliced_wasserstein(r.samples, ref) < 3.0 * floor
@@ -218,12 +218,12 @@ def test_compare_heun_vs_dlg_gives_equal_budget_rows(mixture):
     gmm, ref, _, est = mixture
     cfg = DLGConfig(**FAST, finisher_steps=1)
     rows = compare_heun_vs_dlg(
-        gmm.denoiser(), est, ref, num=600, generator=torch.Generator().manual_seed(0), config=cfg
+        gmm.denoiser(), est, ref, num=400, generator=torch.Generator().manual_seed(0), config=cfg
     )
     plain, dlg = rows
     assert plain["nfe"] >= dlg["nfe"] and plain["nfe"] - dlg["nfe"] < 2  # heun's NFE is odd: nearest above
     assert dlg["metric"] < plain["metric"]  # at this tiny budget heun from σ_max is far off
-    assert dlg["samples"].shape == (600, 2)
+    assert dlg["samples"].shape == (400, 2)
 
 
 # --- the trained noise-level classifier ---------------------------------------------------------------------
