@@ -379,10 +379,12 @@ def _prepare_out(out: str | Path, overwrite: bool) -> Path:
     return out
 
 
-def _build(net_cfg: dict) -> torch.nn.Module:
+def _template(net_cfg: dict) -> torch.nn.Module:
+    """The network built on the meta device: names, shapes, dtypes and trainability, no memory."""
     from .models.registry import build_network
 
-    return build_network(dict(net_cfg))
+    with torch.device("meta"):
+        return build_network(dict(net_cfg))
 
 
 def import_score_sde(
@@ -396,10 +398,8 @@ def import_score_sde(
     entry = resolve_score_sde_config(config)
     net_cfg = ncsnpp_network_config(entry)
     process, den = _score_sde_process_and_denoiser(entry)
-    with torch.device("meta"):
-        _build(net_cfg)  # validate the config cheaply before reading a large file
+    net = _template(net_cfg)  # validates the config before a large file is read
     ckpt = read_torch_file(checkpoint)
-    net = _build(net_cfg)
     raw, ema_sd = score_sde_state_dicts(ckpt, net, Path(checkpoint).name)
     out = _prepare_out(out, overwrite)
     d = entry["data"]
@@ -602,11 +602,8 @@ def import_adm(
         clf_cfg = adm_classifier_network_config(clf_resolved)
     elif classifier_config is not None:
         raise ValueError("--classifier-config given without --classifier")
-    with torch.device("meta"):
-        _build(net_cfg)
-        if clf_cfg is not None:
-            _build(clf_cfg)
-    net = _build(net_cfg)
+    net = _template(net_cfg)
+    clf_net = _template(clf_cfg) if clf_cfg is not None else None
     sd = _load_plain_state_dict(model, net)
     clf_sd = None
     if clf_cfg is not None:
@@ -614,7 +611,7 @@ def import_adm(
             raise ValueError(
                 f"classifier image size {clf_cfg['image_size']} differs from the model's {net_cfg['image_size']}"
             )
-        clf_sd = _load_plain_state_dict(classifier, _build(clf_cfg))
+        clf_sd = _load_plain_state_dict(classifier, clf_net)
     out = _prepare_out(out, overwrite)
     channels = int(net_cfg.get("in_channels", 3))
     out_channels = int(net_cfg.get("out_channels", channels))
