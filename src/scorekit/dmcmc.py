@@ -264,7 +264,8 @@ class DLGConfig:
     init_noise: std of the noise added to its output; finisher/finisher_steps/finisher_schedule: the
     integrator that denoises from σ_start (schedule None = the sampler's default); tweedie_sigma: the
     lowest σ of the finisher schedule, whose final step D(x, σ) is the Tweedie step;
-    include_carried: whether the state carried in from the previous output competes for the next one.
+    include_carried: whether the state carried in from the previous output competes for the next one;
+    finisher_options: extra keyword options of the finisher (e.g. rk45's rtol/atol).
     """
 
     chains: int = 256
@@ -282,6 +283,7 @@ class DLGConfig:
     finisher_schedule: str | None = None
     tweedie_sigma: float = 0.01
     include_carried: bool = True
+    finisher_options: dict = field(default_factory=dict)
 
     def validate(self) -> DLGConfig:
         if int(self.chains) < 1:
@@ -343,13 +345,15 @@ def _schedule_for(spec, schedule: str | None, process: Process | None) -> str:
     return sched
 
 
-def _run_sampler(name, denoiser, x, sigma_max, steps, schedule, process, sigma_min, generator, class_labels):
+def _run_sampler(
+    name, denoiser, x, sigma_max, steps, schedule, process, sigma_min, generator, class_labels, options=None
+):
     from .samplers import get_sampler, get_sigmas
 
     spec = get_sampler(name)
     sched = _schedule_for(spec, schedule, process)
     sigmas = get_sigmas(sched, steps, process=process, sigma_min=sigma_min, sigma_max=sigma_max)
-    kw = {"process": process, "generator": generator}
+    kw = {"process": process, "generator": generator, **(options or {})}
     if class_labels is not None:
         kw["class_labels"] = class_labels
     out = spec.fn(denoiser, x, sigmas.to(x.device, x.dtype), **kw)
@@ -498,6 +502,7 @@ def sample_dlg(
             tweedie,
             gen,
             score.class_labels,
+            cfg.finisher_options,
         )
         finisher_nfe += nfe
         outputs.append(out.cpu())
@@ -524,6 +529,8 @@ def sample_dlg(
         "levels": L,
         "config": asdict(cfg),
     }
+    if score.class_labels is not None:  # output i comes from chain i mod C and carries that chain's label
+        info["labels"] = score.class_labels.cpu().repeat(rounds)[: int(num)]
     return DMCMCResult(samples, total_nfe / int(num), sigma_start, total_clf / int(num), info)
 
 
@@ -645,3 +652,264 @@ def compare_heun_vs_dlg(
             "samples": res.samples,
         },
     ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a classifier run directory from a score-model run (used by the command and by quickstart)
+# ---------------------------------------------------------------------------------------------------------
+def _model_range_data(spec: str, run_cfg: dict, split: str):
+    """The data in the *score model's* model range (the run's recorded transform), whatever the spec."""
+    from .data import DataTransform, load_data
+
+    ds = load_data(spec, split=split)
+    transform = run_cfg.get("data", {}).get("transform")
+    if transform is None:
+        return ds.data.float(), ds
+    t = DataTransform.from_config(transform)
+    if t.kind != ds.kind:
+        raise ValueError(f"data {spec!r} is {ds.kind} data but the run was trained on {t.kind} data")
+    x = t.to_model(ds.user_data()).float()
+    expected = tuple(run_cfg.get("data", {}).get("shape", x.shape[1:]))
+    if tuple(x.shape[1:]) != expected:
+        raise ValueError(f"data {spec!r} has sample shape {tuple(x.shape[1:])}, the run expects {expected}")
+    return x, ds
+
+
+def train_noise_classifier_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    data: str | None = None,
+    steps: int = 2000,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device="cpu",
+    num_levels: int = 1000,
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
+    eval_num: int = 2000,
+    log: Callable[[dict], None] | None = None,
+) -> dict:
+    """Train the noise-level classifier for a score-model run on its data and process; write a
+    kind="noise_classifier" run directory (config with levels, transform, process, accuracy). Returns the config."""
+    import json
+
+    from .checkpoint import read_config
+
+    if int(steps) < 1 or int(batch_size) < 1 or int(num_levels) < 2 or int(eval_num) < 1:
+        raise ValueError("steps, batch size and eval num must be >= 1 and levels >= 2")
+    run_cfg = read_config(run_dir)
+    if run_cfg.get("kind", "score_model") != "score_model":
+        raise ValueError(f"{run_dir} holds a {run_cfg.get('kind')!r}, not a score model run")
+    if "process" not in run_cfg:
+        raise ValueError(f"{Path(run_dir) / 'config.json'} has no 'process' section")
+    process = get_process(run_cfg["process"])
+    spec = data or run_cfg.get("data", {}).get("spec")
+    if not spec:
+        raise ValueError("the run records no data spec; pass --data")
+    train_x, ds = _model_range_data(spec, run_cfg, "train")
+    try:
+        test_x, _ = _model_range_data(spec, run_cfg, "test")
+    except ValueError:
+        test_x = train_x
+    smin = float(sigma_min) if sigma_min is not None else process.sigma_min
+    smax = float(sigma_max) if sigma_max is not None else process.sigma_max
+    if smax > process.sigma_max * (1 + 1e-6):
+        raise ValueError(f"sigma_max {smax:g} exceeds the process's σ_max {process.sigma_max:g}")
+    levels = make_levels(smin, smax, num_levels)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "log.jsonl", "w") as log_f:
+
+        def _log(rec):
+            log_f.write(json.dumps(rec) + "\n")
+            log_f.flush()
+            if log is not None:
+                log(rec)
+
+        net_cfg = noise_classifier_network_config(tuple(train_x.shape[1:]), num_levels)
+        net, net_cfg = train_noise_classifier(
+            train_x,
+            levels,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            device=device,
+            network=net_cfg,
+            log=_log,
+        )
+        acc = noise_level_accuracy(
+            lambda x: torch.log_softmax(net(x), 1),
+            test_x,
+            levels,
+            num=eval_num,
+            generator=torch.Generator().manual_seed(int(seed) + 1),
+            device=device,
+        )
+        _log({"step": int(steps), "accuracy": acc})
+    config = {
+        "kind": "noise_classifier",
+        "score_run": str(Path(run_dir)),
+        "data": {**run_cfg.get("data", ds.to_config()), "spec": spec},
+        "process": process.to_config(),
+        "network": net_cfg,
+        "levels": {
+            "sigma_min": smin,
+            "sigma_max": smax,
+            "num": int(num_levels),
+            "grid": "sigma_min*(sigma_max/sigma_min)**linspace(1, 1e-3, num)",
+            "values": levels.tolist(),
+        },
+        "training": {
+            "steps": int(steps),
+            "batch_size": int(batch_size),
+            "lr": float(lr),
+            "seed": int(seed),
+            "optimizer": "adam",
+            "loss": "cross_entropy",
+        },
+        "accuracy": acc,
+    }
+    save_noise_classifier_run(out, net.cpu(), config)
+    return config
+
+
+# ---------------------------------------------------------------------------------------------------------
+# `scorekit sample --dmcmc dlg` and quickstart entry points
+# ---------------------------------------------------------------------------------------------------------
+def run_dlg_from_args(args, denoiser, process=None, *, gmm=None, device="cpu", shape=None, class_labels=None):
+    """The `sample --dmcmc dlg` path: estimator from --noise-classifier RUN2 or --noise-posterior exact, DLG
+    settings from the --dlg-* flags, the finisher from --sampler/--steps (--sampler-opt as its options).
+    Returns a DMCMCResult; with class labels, result.info["labels"] holds each output's label."""
+    if getattr(args, "dmcmc", "dlg") not in (None, "dlg"):
+        raise ValueError(f"unknown DMCMC method {args.dmcmc!r} (choose dlg)")
+    process = process if process is not None else getattr(denoiser, "process", None)
+    posterior, clf = getattr(args, "noise_posterior", None), getattr(args, "noise_classifier", None)
+    if posterior and clf:
+        raise ValueError("give either --noise-classifier or --noise-posterior exact, not both")
+    if posterior == "exact":
+        if gmm is None:
+            raise ValueError("--noise-posterior exact needs an analytic model (--model gmm:SPEC.json)")
+        smin = max(float(getattr(denoiser, "sigma_min", 0.002)), 0.002)
+        smax = float(process.sigma_max if process is not None else getattr(denoiser, "sigma_max", 80.0))
+        estimator = ExactNoisePosterior(gmm, make_levels(smin, smax, int(getattr(args, "dlg_levels", None) or 1000)))
+    elif posterior is not None:
+        raise ValueError(f"unknown noise posterior {posterior!r} (choose exact)")
+    elif clf:
+        estimator = TrainedNoiseClassifier(clf, device=device)
+        want = tuple(estimator.config.get("data", {}).get("shape", ()))
+        have = tuple(shape) if shape is not None else tuple(getattr(denoiser, "data_shape", ()) or ())
+        if want and have and want != have:
+            raise ValueError(f"noise classifier {clf} was trained on shape {want}, the model makes {have}")
+    else:
+        raise ValueError("--dmcmc dlg needs --noise-classifier RUN2 or --noise-posterior exact")
+    cfg = dlg_config_from_args(args)
+    opts = getattr(args, "sampler_opt", None)
+    if opts:
+        from .samplers import get_sampler
+        from .sampling import parse_sampler_options
+
+        cfg.finisher_options = parse_sampler_options(opts, getattr(get_sampler(cfg.finisher), "options", None))
+    gen = torch.Generator(device=device).manual_seed(int(getattr(args, "seed", 0) or 0))
+    return sample_dlg(
+        denoiser,
+        estimator,
+        int(args.num),
+        cfg,
+        process=process,
+        generator=gen,
+        device=device,
+        class_labels=class_labels,
+    )
+
+
+def digits_fid(samples_user: Tensor, reference_user: Tensor, device="cpu") -> float:
+    """FID in the feature space of scorekit's pinned digits classifier (user-range [0, 1] images)."""
+    from .metrics.features import DigitsExtractor
+    from .metrics.fid import fid_from_features
+
+    ext = DigitsExtractor(device=device)
+    return float(fid_from_features(ext.features(samples_user.float()), ext.features(reference_user.float())))
+
+
+def _side_by_side(path: Path, left: Tensor, right: Tensor, nrow: int = 10) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from .data import image_grid
+
+    a, b = image_grid(left, nrow=nrow), image_grid(right, nrow=nrow)
+    h = max(a.shape[0], b.shape[0])
+    gap = np.ones((h, 4, *a.shape[2:]), dtype=a.dtype) * (a.max() if a.size else 1)
+    pad = lambda g: np.concatenate([g, np.ones((h - g.shape[0], *g.shape[1:]), dtype=g.dtype) * gap.max()], 0)  # noqa: E731
+    img = np.concatenate([pad(a), gap, pad(b)], 1)
+    if img.dtype != np.uint8:
+        img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    Image.fromarray(img).resize((img.shape[1] * 4, img.shape[0] * 4), Image.NEAREST).save(path)
+
+
+DIGITS_DLG = dict(chains=100, skip=1, eta=0.05, burn_in=10, init_steps=20, finisher_steps=3)
+
+
+def quickstart_comparison(
+    run_dir, out, *, data, num=1000, classifier_steps=1500, seed=0, device="cpu", progress=True, config=None
+) -> list[dict]:
+    """Quickstart's steps 3–4: train the noise classifier on the run's data, then plain heun vs DLG + heun at
+    equal NFE with the digits FID of each. Writes OUT/noise_classifier/, OUT/heun_vs_dlg.png (left: heun,
+    right: DLG + heun) and OUT/dmcmc_comparison.{json,md}. Returns the table rows."""
+    import json
+
+    from .checkpoint import load_denoiser, write_json_atomic
+    from .data import DataTransform
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    clf_dir = out / "noise_classifier"
+
+    def log(rec):
+        if progress and "loss" in rec and rec["step"] % 500 == 0:
+            print(f"  noise classifier step {rec['step']}: loss {rec['loss']:.3f}", flush=True)
+
+    clf_cfg = train_noise_classifier_run(run_dir, clf_dir, steps=classifier_steps, seed=seed, device=device, log=log)
+    acc = clf_cfg["accuracy"]
+    if progress:
+        print(
+            f"[3/4] noise classifier → {clf_dir}: ±20-level accuracy {acc['within_20']:.3f} "
+            f"(chance {acc['chance_within_20']:.3f}), exact {acc['exact']:.3f}"
+        )
+    den = load_denoiser(run_dir, device=device)
+    est = TrainedNoiseClassifier(clf_dir, device=device)
+    run_cfg = json.loads((Path(run_dir) / "config.json").read_text())
+    transform = DataTransform.from_config(run_cfg["data"]["transform"])
+    ref_user = data.user_data() if hasattr(data, "user_data") else transform.to_user(data)
+    cfg = config or DLGConfig(**DIGITS_DLG)
+    rows = compare_heun_vs_dlg(
+        den,
+        est,
+        transform.to_model(ref_user),
+        num=int(num),
+        generator=torch.Generator(device=device).manual_seed(int(seed)),
+        config=cfg,
+        metric=lambda a, b: digits_fid(transform.to_user(a), transform.to_user(b), device=device),
+        device=device,
+    )
+    _side_by_side(
+        out / "heun_vs_dlg.png", transform.to_user(rows[0]["samples"][:50]), transform.to_user(rows[1]["samples"][:50])
+    )
+    table = [{k: v for k, v in r.items() if k != "samples"} | {"fid_digits": r["metric"]} for r in rows]
+    for r in table:
+        r.pop("metric")
+    md = ["| method | steps | NFE / sample | classifier evals / sample | digits FID |", "|---|---|---|---|---|"]
+    md += [
+        f"| {r['method']} | {r['steps']} | {r['nfe']:.2f} | {r['classifier_evals']:.2f} | {r['fid_digits']:.3f} |"
+        for r in table
+    ]
+    write_json_atomic(out / "dmcmc_comparison.json", {"rows": table, "dlg_config": asdict(cfg), "classifier": acc})
+    (out / "dmcmc_comparison.md").write_text("\n".join(md) + "\n")
+    if progress:
+        print("[4/4] heun vs DLG + heun at equal NFE (digits FID, lower is better):\n" + "\n".join(md))
+    return table
