@@ -66,6 +66,7 @@ CONVERGE = {
     "heun": {"ve": 30, "vp": 30},
     "edm_stochastic": {"ve": 100, "vp": 100},
     "dpmpp_2m": {"ve": 40, "vp": 40},
+    "dpmpp_3m": {"ve": 30, "vp": 30},
 }
 
 
@@ -151,6 +152,19 @@ def test_ode_solvers_converge_at_their_order(name, proc, order):
         errs.append(float((out.x - want).abs().max()))
     rates = [math.log2(errs[i] / errs[i + 1]) for i in range(2)]
     assert min(rates) > order - 0.25, f"{name}: errors {errs}, observed orders {rates}"
+
+
+def test_dpmpp_3m_beats_2m_at_equal_steps():
+    process = PROCESSES["vp"]
+    x0 = torch.randn(256, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    for steps in (32, 64, 128):
+        sig = get_sigmas("karras", steps, process=process)
+        x = float(sig[0]) * x0
+        want = exact_ode_output(x, float(sig[0]), float(sig[-2]))
+        e2, e3 = (
+            float((get_sampler(n).fn(GAUSS.denoiser(), x, sig).x - want).abs().max()) for n in ("dpmpp_2m", "dpmpp_3m")
+        )
+        assert e3 < e2 / 2, (steps, e2, e3)
 
 
 @pytest.mark.parametrize("backend", ["torchdiffeq", "scipy"])

@@ -9,14 +9,15 @@ from scorekit.processes import DDPM, VESDE, VPSDE, SubVPSDE
 from scorekit.samplers import get_sigmas
 
 
-@pytest.mark.parametrize("schedule", ["karras", "log", "uniform_t"])
+@pytest.mark.parametrize("schedule", ["karras", "log", "logsnr", "uniform_t"])
 @pytest.mark.parametrize("process", [VESDE(0.01, 50.0), VPSDE(), SubVPSDE(), DDPM()], ids=lambda p: p.name)
 def test_endpoints_and_order(schedule, process):
     s = get_sigmas(schedule, 12, process=process)
     assert s.shape == (13,)
     assert s[-1] == 0
     assert float(s[0]) == pytest.approx(process.sigma_max, rel=1e-6)
-    assert float(s[-2]) == pytest.approx(process.sigma_min, rel=1e-6)
+    if schedule != "logsnr":
+        assert float(s[-2]) == pytest.approx(process.sigma_min, rel=1e-6)
     assert bool((s[1:] < s[:-1]).all())
 
 
@@ -25,6 +26,13 @@ def test_karras_closed_form():
     u = torch.linspace(0, 1, 5, dtype=torch.float64)
     want = (80.0 ** (1 / 7) + u * (0.002 ** (1 / 7) - 80.0 ** (1 / 7))) ** 7
     torch.testing.assert_close(s[:-1], want)
+
+
+def test_logsnr_skips_sigma_min():
+    s = get_sigmas("logsnr", 4, sigma_min=0.01, sigma_max=100.0)
+    torch.testing.assert_close(s, torch.tensor([100.0, 10.0, 1.0, 0.1, 0.0], dtype=torch.float64))
+    table = get_sigmas("logsnr", 4, sigma_min=0.01, sigma_max=torch.tensor([100.0, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(table[1], get_sigmas("logsnr", 4, sigma_min=0.01, sigma_max=1.0))
 
 
 def test_log_is_geometric():

@@ -15,7 +15,7 @@ from .base import SamplerOutput
 from .ddpm import sample_ancestral, sample_ddim
 from .edm import sample_edm_stochastic, sample_heun
 from .langevin import sample_annealed_langevin, sample_langevin
-from .multistep import sample_dpmpp_2m
+from .multistep import sample_dpmpp_2m, sample_dpmpp_3m
 from .ode import sample_pf_euler, sample_rk45
 from .schedules import SCHEDULES, get_sigmas
 from .sde import sample_euler_maruyama, sample_pc, sample_reverse_diffusion
@@ -32,6 +32,7 @@ __all__ = [
     "sample_annealed_langevin",
     "sample_ddim",
     "sample_dpmpp_2m",
+    "sample_dpmpp_3m",
     "sample_edm_stochastic",
     "sample_euler_maruyama",
     "sample_heun",
@@ -154,6 +155,9 @@ for _spec in (
         ("s_churn", "s_tmin", "s_tmax", "s_noise"),
     ),
     SamplerSpec("dpmpp_2m", sample_dpmpp_2m, True, "karras", lambda n, **_: n, "DPM-Solver++(2M)"),
+    SamplerSpec(
+        "dpmpp_3m", sample_dpmpp_3m, True, "karras", lambda n, **_: n, "DPM-Solver++(3M), third-order multistep"
+    ),
     SamplerSpec(
         "langevin",
         sample_langevin,

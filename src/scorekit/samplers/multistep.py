@@ -1,4 +1,8 @@
-"""Multistep exponential integrators in σ-space with λ = −log σ: DPM-Solver++(2M) (Lu et al. 2022, Alg. 2)."""
+"""Multistep exponential integrators in σ-space with λ = −log σ: DPM-Solver++(2M) and (3M) (Lu et al. 2022).
+
+In σ-space the data-prediction form of the probability-flow ODE is x(λ') = (σ'/σ)x + σ'∫ e^λ D dλ; the
+solvers interpolate D through the last two or three evaluations. The step to σ = 0 is x ← D.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,14 @@ import torch
 
 from .base import CountingDenoiser, SamplerOutput, as_sigma_table, bcast, sigma_at
 
-__all__ = ["sample_dpmpp_2m"]
+__all__ = ["sample_dpmpp_2m", "sample_dpmpp_3m"]
 
 
-@torch.no_grad()
-def sample_dpmpp_2m(denoiser, x, sigmas, *, process=None, generator=None, callback=None, class_labels=None):
-    """DPM-Solver++(2M) (Lu et al. 2022, arXiv:2211.01095, Alg. 2): x' = (σ'/σ)x − expm1(−h)·D̃ with
-    h = log(σ/σ') and D̃ = (1 + 1/2r)D_i − (1/2r)D_{i−1}, r = h_{i−1}/h_i (first step: D̃ = D). NFE = N."""
-    del process, generator  # σ-space and deterministic
+def _multistep(denoiser, x, sigmas, callback, class_labels, order):
     table = as_sigma_table(sigmas, x)
     D = CountingDenoiser(denoiser, class_labels)
     n = table.shape[1] - 1
-    den_prev, h_prev = None, None
+    hist_d, hist_h = [], []  # previous denoised values and step sizes, newest last
     for i in range(n):
         sig, sig_next = sigma_at(table, i), sigma_at(table, i + 1)
         den = D(x, sig)
@@ -25,13 +25,41 @@ def sample_dpmpp_2m(denoiser, x, sigmas, *, process=None, generator=None, callba
             x = den
         else:
             h = sig.log() - sig_next.log()
-            if den_prev is None:
-                d = den
-            else:
-                c = bcast(h / (2 * h_prev), x)  # 1/(2r)
-                d = (1 + c) * den - c * den_prev
-            x = bcast(sig_next / sig, x) * x - bcast(torch.expm1(-h), x) * d
-            den_prev, h_prev = den, h
+            phi1 = torch.expm1(-h)  # e^{−h} − 1
+            k = min(order, len(hist_d) + 1)
+            if k == 1:
+                x = bcast(sig_next / sig, x) * x - bcast(phi1, x) * den
+            elif k == 2:  # DPM-Solver++(2M), Lu et al. 2022 Alg. 2
+                c = bcast(h / (2 * hist_h[-1]), x)  # 1/(2r), r = h_prev/h
+                d = (1 + c) * den - c * hist_d[-1]
+                x = bcast(sig_next / sig, x) * x - bcast(phi1, x) * d
+            else:  # third-order multistep (DPM-Solver++ 3M): divided differences of D in λ
+                r0, r1 = bcast(hist_h[-1] / h, x), bcast(hist_h[-2] / h, x)
+                d1_0 = (den - hist_d[-1]) / r0
+                d1_1 = (hist_d[-1] - hist_d[-2]) / r1
+                d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+                d2 = (d1_0 - d1_1) / (r0 + r1)
+                phi2 = phi1 / h + 1
+                phi3 = phi2 / h - 0.5
+                x = bcast(sig_next / sig, x) * x - bcast(phi1, x) * den + bcast(phi2, x) * d1 - bcast(phi3, x) * d2
+            hist_d, hist_h = (hist_d + [den])[-2:], (hist_h + [h])[-2:]
         if callback is not None:
             callback({"i": i, "x": x, "sigma": sig, "denoised": den})
     return SamplerOutput(x, float(D.calls))
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(denoiser, x, sigmas, *, process=None, generator=None, callback=None, class_labels=None):
+    """DPM-Solver++(2M) (Lu et al. 2022, arXiv:2211.01095, Alg. 2): x' = (σ'/σ)x − expm1(−h)·D̃ with
+    h = log(σ/σ') and D̃ = (1 + 1/2r)D_i − (1/2r)D_{i−1}, r = h_{i−1}/h_i (first step: D̃ = D). NFE = N."""
+    del process, generator  # σ-space and deterministic
+    return _multistep(denoiser, x, sigmas, callback, class_labels, 2)
+
+
+@torch.no_grad()
+def sample_dpmpp_3m(denoiser, x, sigmas, *, process=None, generator=None, callback=None, class_labels=None):
+    """DPM-Solver++(3M) (Lu et al. 2022, §4 multistep, third order): x' = (σ'/σ)x − φ1·D + φ2·D' − φ3·D'' with
+    φ1 = expm1(−h), φ2 = φ1/h + 1, φ3 = φ2/h − ½ and D', D'' from divided differences of the last three D
+    (first steps: orders 1, 2). NFE = N."""
+    del process, generator
+    return _multistep(denoiser, x, sigmas, callback, class_labels, 3)

@@ -1,4 +1,4 @@
-"""σ schedules: uniform in the process's t, log-uniform in σ, Karras ρ, or an explicit list; final 0 appended.
+"""σ schedules: uniform in the process's t, log-uniform in σ, log-SNR, Karras ρ, or an explicit list; final 0 appended.
 
 `sigma_max` may be a [B] tensor: each sample then gets its own schedule from its own starting σ
 (Denoising MCMC hands the integrator per-sample noise levels), returned as [B, N+1].
@@ -13,9 +13,9 @@ from torch import Tensor
 
 from ..processes import Process
 
-__all__ = ["get_sigmas", "SCHEDULES", "karras_sigmas", "log_sigmas", "uniform_t_sigmas"]
+__all__ = ["get_sigmas", "SCHEDULES", "karras_sigmas", "log_sigmas", "logsnr_sigmas", "uniform_t_sigmas"]
 
-SCHEDULES = ("uniform_t", "log", "karras")
+SCHEDULES = ("uniform_t", "log", "logsnr", "karras")
 
 
 def _u(steps: int, sigma_max: Tensor) -> Tensor:
@@ -45,6 +45,13 @@ def log_sigmas(steps: int, sigma_min: float, sigma_max) -> Tensor:
     u = _u(steps, smax)
     a, b = _col(smax).log(), math.log(sigma_min)
     return _append_zero(torch.exp(a + u * (b - a)))
+
+
+def logsnr_sigmas(steps: int, sigma_min: float, sigma_max) -> Tensor:
+    """Uniform in log-SNR λ = −log σ over steps+1 points from σ_max to σ_min, the last replaced by 0 (DPM-Solver's
+    logSNR spacing, Lu et al. 2022 §3.3, with the final step taken straight to σ = 0: σ_min itself is not visited)."""
+    full = log_sigmas(steps + 1, sigma_min, sigma_max)
+    return torch.cat([full[..., :-2], full[..., -1:]], dim=-1)
 
 
 def uniform_t_sigmas(steps: int, process: Process, sigma_max, t_end: float | None = None) -> Tensor:
@@ -90,6 +97,8 @@ def get_sigmas(
         return karras_sigmas(steps, sigma_min, smax, rho)
     if schedule == "log":
         return log_sigmas(steps, sigma_min, smax)
+    if schedule == "logsnr":
+        return logsnr_sigmas(steps, sigma_min, smax)
     if schedule == "uniform_t":
         if process is None:
             raise ValueError("the uniform_t schedule needs a process")
