@@ -278,17 +278,22 @@ def main(argv=None) -> int:
     p.add_argument("--single-sigma-2d", type=float, default=0.3)
     p.add_argument("--single-sigma-digits", type=float, default=0.3)
     p.add_argument("--ism-digits", action="store_true", help="also train ISM on digits (64 backward rows/step)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "objectives"))
     p.add_argument("--quick", action="store_true", help="smoke run: tiny sample counts")
     p.add_argument("--no-plot", dest="plot", action="store_false")
     p.add_argument("--render", default=None, metavar="JSON", help="only rewrite the markdown table from a results JSON")
     args = p.parse_args(argv)
-    if args.render:
-        saved = json.loads(Path(args.render).read_text())
-        for k, v in saved["settings"].items():
+    if args.render:  # one JSON, or several (comma-separated) merged into one table written to --out
+        out = args.out
+        parts = [json.loads(Path(f).read_text()) for f in args.render.split(",")]
+        for k, v in parts[0]["settings"].items():
             setattr(args, k, v)
-        _write_markdown(args, saved["rows"], saved["total_seconds"], saved.get("argv", []))
+        if len(parts) > 1:
+            args.out = out
+        rows = [r for part in parts for r in part["rows"]]
+        commands = [" ".join(part.get("argv", [])) for part in parts]
+        _write_markdown(args, rows, sum(part["total_seconds"] for part in parts), commands)
         return 0
     torch.set_num_threads(args.threads)
     args.objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
@@ -312,14 +317,14 @@ def main(argv=None) -> int:
                     "rows": rows},
                    indent=2) + "\n"
     )  # fmt: skip
-    _write_markdown(args, rows, total, argv if argv is not None else sys.argv[1:])
+    _write_markdown(args, rows, total, [" ".join(argv if argv is not None else sys.argv[1:])])
     if args.plot:
         _plot(args, out.with_suffix(".png"))
     print(f"wrote {out.with_suffix('.md')} and .json ({total / 60:.1f} min)")
     return 0
 
 
-def _write_markdown(args, rows: list, total: float, argv: list) -> None:
+def _write_markdown(args, rows: list, total: float, commands: list) -> None:
     out = Path(args.out)
     oracle = next((r for r in rows if r.get("objective") == "(exact denoiser)"), None)
     ref = ""
@@ -331,8 +336,9 @@ def _write_markdown(args, rows: list, total: float, argv: list) -> None:
     lines = [
         "# Training objectives compared",
         "",
-        f"Command: `.venv/bin/python benchmarks/objectives.py {' '.join(argv)}`"
-        f"  (total {total / 60:.1f} min, {args.threads} torch threads, CPU).",
+        "Command: "
+        + " and ".join(f"`.venv/bin/python benchmarks/objectives.py {c}`".replace(" `", "`") for c in commands)
+        + f" (total {total / 60:.1f} min, {args.threads} torch thread(s), CPU shared with other jobs).",
         "",
         f"2-D: 8-Gaussian ring, MLP (hidden {args.hidden}, depth 3), {args.steps_2d} steps × batch {args.batch_2d}; "
         f"sliced W2 of {args.num_samples} samples vs fresh data; NLL of {args.nll_points} test points "

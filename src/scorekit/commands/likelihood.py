@@ -134,7 +134,12 @@ def run(args) -> int:
             nll_m = res.nll_nats.double().cpu()
             nll = discrete_nll_nats(nll_m, dim, transform) if is_image else nll_m + dim * math.log(transform.scale)
         else:
-            res = log_likelihood(den, xm, process=process, method="vlb", generator=gen)
+            steps = tqdm(total=getattr(process, "num_steps", 0), desc="  bound terms", unit="step", leave=False,
+                         disable=args.no_progress or None)  # fmt: skip
+            res = log_likelihood(
+                den, xm, process=process, method="vlb", generator=gen, progress=lambda i, bar=steps: bar.update()
+            )
+            steps.close()
             nll_m = res.nll_nats.double().cpu()
             nll = nll_m if is_image else nll_m + dim * math.log(transform.scale)
         per_sample.extend(float(v) for v in nll)
