@@ -480,7 +480,9 @@ def guided_denoiser_from_args(args, denoiser, gmm: GaussianMixture | None = None
         scale = getattr(args, "scale", None)
         scale = 1.0 if scale is None else float(scale)
         labels = parse_class_labels(spec, num, classifier.num_classes, seed)
-        return ClassifierGuidedDenoiser(denoiser, classifier, scale), labels
+        # a class-conditional network is guided *and* conditioned on the label (ADM's conditional models)
+        cond = int(getattr(denoiser, "num_classes", 0)) > 0 and not isinstance(denoiser, GMMDenoiser)
+        return ClassifierGuidedDenoiser(denoiser, classifier, scale, condition_base=cond), labels
     if mode == "cfg":
         k = int(getattr(denoiser, "num_classes", 0))
         if k <= 0:

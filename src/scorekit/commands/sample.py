@@ -188,13 +188,13 @@ def run(args) -> int:
     den, proc, transform, gmm, kind, shape = load_model(args, device)
     schedule = parse_schedule(args.schedule)
 
-    labels = None
-    if args.guidance:
-        from ..guidance import guided_denoiser_from_args
+    from ..analytic import GMMDenoiser
+    from ..guidance import guided_denoiser_from_args
 
-        den, labels = guided_denoiser_from_args(args, den, gmm=gmm, device=device)
-    elif getattr(args, "class_label", None) is not None and getattr(den, "num_classes", 0):
-        labels = _labels_from_arg(args.class_label, args.num, den.num_classes, args.seed)
+    den, labels = guided_denoiser_from_args(args, den, gmm=gmm, device=device)
+    if labels is None and getattr(den, "num_classes", 0) > 0 and not isinstance(den, GMMDenoiser):
+        # a class-conditional network needs a label per sample: random classes from the seed unless --class
+        labels = torch.randint(0, den.num_classes, (args.num,), generator=torch.Generator().manual_seed(args.seed))
 
     if args.dmcmc:
         from ..dmcmc import run_dlg_from_args
@@ -209,8 +209,8 @@ def run(args) -> int:
             "sigma_start": res.sigma_start.float().numpy(),
             "classifier_evals": np.float64(res.classifier_evals_per_sample),
         }
-        if labels is not None:
-            arrays["labels"] = labels.cpu().numpy().astype(np.int64)
+        if labels is not None:  # DLG output i comes from chain i mod C: its label is that chain's
+            arrays["labels"] = res.info.get("labels", labels).cpu().numpy().astype(np.int64)
         save_npz_atomic(args.out, **arrays)
         preview, nfe = user[: 100 if len(shape) == 3 else 2000], res.nfe_per_sample
         extra = f"; noise-classifier evaluations per sample {res.classifier_evals_per_sample:.2f}"
@@ -228,18 +228,6 @@ def run(args) -> int:
         f"wrote {args.num} samples to {args.out} ({args.sampler}, {args.steps} steps, {nfe:.2f} NFE per sample){extra}"
     )
     return 0
-
-
-def _labels_from_arg(text, num, num_classes, seed):
-    if str(text) == "random":
-        return torch.randint(0, num_classes, (num,), generator=torch.Generator().manual_seed(seed))
-    try:
-        k = int(text)
-    except ValueError:
-        raise ValueError(f"--class must be an integer or 'random', got {text!r}") from None
-    if not 0 <= k < num_classes:
-        raise ValueError(f"--class {k} is outside 0..{num_classes - 1}")
-    return torch.full((num,), k, dtype=torch.long)
 
 
 def _generate_streaming(args, den, proc, schedule, options, device, shape, labels, transform):
