@@ -212,6 +212,10 @@ def test_cli_likelihood_with_an_analytic_model(tmp_path, capsys):
     assert "shape" in capsys.readouterr().err
     rc = main(["likelihood", "--model", f"gmm:{tmp_path / 'missing.json'}", "--data", "moons", "--out", str(out)])
     assert rc == 2
+    for bad_out in (str(tmp_path), "/proc/forbidden/ll.json"):
+        rc = main(["likelihood", "--model", f"gmm:{spec}", "--data", str(tmp_path / "x.npy"), "--out", bad_out])
+        assert rc == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 def test_cli_likelihood_of_a_run_on_digits_reports_bits_per_dim(tmp_path):

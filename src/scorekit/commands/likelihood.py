@@ -47,6 +47,22 @@ def add_arguments(p):
     p.add_argument("--no-progress", action="store_true")
 
 
+def _check_writable(path: str) -> None:
+    """Fail before the (long) computation if OUT.json cannot be written."""
+    import os
+    from pathlib import Path
+
+    out = Path(path)
+    if out.is_dir():
+        raise ValueError(f"--out {path} is a directory; give a file name such as ll.json")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot write --out {path}: {e.strerror or e}") from None
+    if not os.access(out.parent, os.W_OK):
+        raise ValueError(f"cannot write --out {path}: folder is not writable")
+
+
 def _load_model(args):
     from ..analytic import load_gmm_spec
     from ..checkpoint import load_denoiser, read_config
@@ -95,6 +111,7 @@ def run(args) -> int:
     for name in ("rtol", "atol"):
         if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
             raise ValueError(f"--{name} must be a positive number")
+    _check_writable(args.out)
     den, process, transform, kind, shape = _load_model(args)
     x_user, _ = _load_user_data(args)
     if tuple(x_user.shape[1:]) != shape:
@@ -157,7 +174,10 @@ def run(args) -> int:
         "num": n,
         "dim": dim,
     }
-    write_json_atomic(args.out, out)
+    try:
+        write_json_atomic(args.out, out)
+    except OSError as e:
+        raise ValueError(f"cannot write --out {args.out}: {e.strerror or e}") from None
     bpd_text = f", {bpd:.4f} bits/dim" if bpd is not None else ""
     print(f"nll {nll_mean:.4f} nats per sample{bpd_text} over {n} samples (nfe {nfe_mean:.1f})")
     return 0
