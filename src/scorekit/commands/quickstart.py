@@ -84,6 +84,14 @@ def run(args) -> int:
         )
         timings["dmcmc_comparison_s"] = time.perf_counter() - t2
         summary["comparison"] = table
+        print("[4/4] plain heun vs DLG + heun at equal NFE (FID in the pinned digits classifier's feature space):")
+        print(f"{'method':<10} {'steps':>5} {'NFE':>6} {'clf evals':>9} {'FID':>9}")
+        for row in table:
+            print(
+                f"{row['method']:<10} {row['steps']:>5} {row['nfe']:>6.1f} {row['classifier_evals']:>9.1f} "
+                f"{row['fid_digits']:>9.2f}"
+            )
+        print(f"side-by-side grid: {out / 'heun_vs_dlg.png'}")
     timings["total_s"] = time.perf_counter() - t0
     summary["timings"] = timings
     write_json_atomic(out / "summary.json", summary)
