@@ -212,6 +212,7 @@ def test_cli_likelihood_with_an_analytic_model(tmp_path, capsys):
     assert "shape" in capsys.readouterr().err
     rc = main(["likelihood", "--model", f"gmm:{tmp_path / 'missing.json'}", "--data", "moons", "--out", str(out)])
     assert rc == 2
+    capsys.readouterr()
     for bad_out in (str(tmp_path), "/proc/forbidden/ll.json"):
         rc = main(["likelihood", "--model", f"gmm:{spec}", "--data", str(tmp_path / "x.npy"), "--out", bad_out])
         assert rc == 2
