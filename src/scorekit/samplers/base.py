@@ -16,10 +16,12 @@ __all__ = [
     "CountingDenoiser",
     "sigma_at",
     "as_sigma_table",
+    "sigma_table",
     "resolve_process",
     "noise_like",
     "bcast",
     "check_choice",
+    "ProcessGrid",
     "check_positive",
 ]
 
@@ -43,6 +45,8 @@ class CountingDenoiser:
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         self.calls += 1
+        if sigma.ndim == 1 and sigma.shape[0] == 1 and x.shape[0] != 1:
+            sigma = sigma.expand(x.shape[0])  # a shared schedule's [1] level, as a free [B] view
         if self.class_labels is None:
             return self.denoiser(x, sigma)
         return self.denoiser(x, sigma, self.class_labels)
@@ -53,10 +57,17 @@ def as_sigma_table(sigmas, x: Tensor) -> Tensor:
 
     Checks that each row is finite, non-increasing, positive and ends in 0.
     """
+    s = sigma_table(sigmas, x)
+    return s.expand(x.shape[0], -1) if s.shape[0] != x.shape[0] else s
+
+
+def sigma_table(sigmas, x: Tensor) -> Tensor:
+    """Like `as_sigma_table`, but a shared [N+1] schedule stays one row, [1, N+1]: per-step coefficients are then
+    computed once instead of once per sample, and broadcast (CountingDenoiser expands σ to [B] for D)."""
     s = torch.as_tensor(sigmas, dtype=x.dtype, device=x.device)
     if s.ndim == 1:
-        s = s[None].expand(x.shape[0], -1)
-    if s.ndim != 2 or s.shape[0] != x.shape[0]:
+        s = s[None]
+    if s.ndim != 2 or s.shape[0] not in (1, x.shape[0]):
         raise ValueError(f"sigmas must be [N+1] or [batch, N+1]; got {tuple(s.shape)} for batch {x.shape[0]}")
     if s.shape[1] < 2:
         raise ValueError("a σ schedule needs at least two entries (σ_max … 0)")
@@ -72,8 +83,26 @@ def as_sigma_table(sigmas, x: Tensor) -> Tensor:
 
 
 def sigma_at(table: Tensor, i: int) -> Tensor:
-    """σ_i for every sample: [B]."""
+    """σ_i for every sample: [B] (or [1] for a shared schedule)."""
     return table[:, i]
+
+
+class ProcessGrid:
+    """A process's t, s(t), f(t), g(t)² and forward-step (a, v) at every positive level of a σ table, computed
+    once (column i ↔ σ_i), so an integrator's step is only arithmetic on x."""
+
+    def __init__(self, process: Process, table: Tensor):
+        pos = table[:, :-1]
+        self.t = process.t_of_sigma(pos).to(table.dtype)
+        self.s = process.scale(self.t).to(table.dtype)
+        self.f = process.drift_coef(self.t).to(table.dtype)
+        self.g2 = (process.diffusion(self.t) ** 2).to(table.dtype)
+        n = pos.shape[1]
+        if n > 1:  # (a, v) of x_{t_i} = a·x_{t_{i+1}} + √v·z (process.discretize)
+            a, v = process.discretize(self.t[:, :-1], self.t[:, 1:])
+            self.a, self.v = a.to(table.dtype), v.to(table.dtype)
+        else:
+            self.a = self.v = table[:, :0]
 
 
 def resolve_process(process: Process | None) -> Process:

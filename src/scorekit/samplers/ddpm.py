@@ -12,12 +12,12 @@ import torch
 from .base import (
     CountingDenoiser,
     SamplerOutput,
-    as_sigma_table,
     bcast,
     check_choice,
     noise_like,
     resolve_process,
     sigma_at,
+    sigma_table,
 )
 
 __all__ = ["sample_ancestral", "sample_ddim", "ANCESTRAL_VARIANCES", "posterior_sigma_up"]
@@ -60,7 +60,7 @@ def sample_ancestral(
     check_choice("variance", variance, ANCESTRAL_VARIANCES)
     forward = variance in ("forward", "beta", "large")
     proc = resolve_process(process)
-    table = as_sigma_table(sigmas, x)
+    table = sigma_table(sigmas, x)
     D = CountingDenoiser(denoiser, class_labels)
     n = table.shape[1] - 1
     for i in range(n):
@@ -77,7 +77,7 @@ def sample_ancestral(
             # the mean is the bridge posterior mean whatever the variance: σ_down = σ'²/σ
             x, den = _sigma_space_step(D, x, table, i, sig_next**2 / sig, up, generator)
         if callback is not None:
-            callback({"i": i, "x": x, "sigma": sig, "denoised": den})
+            callback({"i": i, "x": x, "sigma": sig.expand(x.shape[0]), "denoised": den})
     return SamplerOutput(x, float(D.calls))
 
 
@@ -99,7 +99,7 @@ def sample_ddim(
     eta = float(eta)
     if not (0.0 <= eta <= 1.0):
         raise ValueError(f"eta must be in [0, 1]; got {eta!r}")
-    table = as_sigma_table(sigmas, x)
+    table = sigma_table(sigmas, x)
     D = CountingDenoiser(denoiser, class_labels)
     n = table.shape[1] - 1
     for i in range(n):
@@ -112,5 +112,5 @@ def sample_ddim(
             down = (sig_next**2 - up**2).clamp(min=0).sqrt()
             x, den = _sigma_space_step(D, x, table, i, down, up, generator, noisy=eta > 0)
         if callback is not None:
-            callback({"i": i, "x": x, "sigma": sig, "denoised": den})
+            callback({"i": i, "x": x, "sigma": sig.expand(x.shape[0]), "denoised": den})
     return SamplerOutput(x, float(D.calls))

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from .base import CountingDenoiser, SamplerOutput, as_sigma_table, bcast, check_positive, noise_like, sigma_at
+from .base import CountingDenoiser, SamplerOutput, bcast, check_positive, noise_like, sigma_at, sigma_table
 
 __all__ = ["sample_heun", "sample_edm_stochastic"]
 
@@ -31,14 +31,14 @@ def _heun_step(D, x, sig, sig_next):
 def sample_heun(denoiser, x, sigmas, *, process=None, generator=None, callback=None, class_labels=None):
     """EDM Algorithm 1: Heun's method on dx/dσ = (x − D(x, σ))/σ. NFE = 2N − 1."""
     del process, generator  # σ-space and deterministic
-    table = as_sigma_table(sigmas, x)
+    table = sigma_table(sigmas, x)
     D = CountingDenoiser(denoiser, class_labels)
     n = table.shape[1] - 1
     for i in range(n):
         sig = sigma_at(table, i)
         x, den = _heun_step(D, x, sig, sigma_at(table, i + 1))
         if callback is not None:
-            callback({"i": i, "x": x, "sigma": sig, "denoised": den})
+            callback({"i": i, "x": x, "sigma": sig.expand(x.shape[0]), "denoised": den})
     return SamplerOutput(x, float(D.calls))
 
 
@@ -66,7 +66,7 @@ def sample_edm_stochastic(
     s_tmax = float(s_tmax)
     if not s_tmax >= s_tmin:
         raise ValueError(f"s_tmax must be >= s_tmin; got {s_tmax!r} < {s_tmin!r}")
-    table = as_sigma_table(sigmas, x)
+    table = sigma_table(sigmas, x)
     D = CountingDenoiser(denoiser, class_labels)
     n = table.shape[1] - 1
     gamma_max = min(s_churn / n, math.sqrt(2.0) - 1.0)
@@ -78,5 +78,5 @@ def sample_edm_stochastic(
             x = x + bcast(s_noise * (sig_hat**2 - sig**2).sqrt(), x) * noise_like(x, generator)
         x, den = _heun_step(D, x, sig_hat, sig_next)
         if callback is not None:
-            callback({"i": i, "x": x, "sigma": sig_hat, "denoised": den})
+            callback({"i": i, "x": x, "sigma": sig_hat.expand(x.shape[0]), "denoised": den})
     return SamplerOutput(x, float(D.calls))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import CountingDenoiser, SamplerOutput, as_sigma_table, bcast, check_positive, noise_like
+from .base import CountingDenoiser, SamplerOutput, bcast, check_positive, noise_like, sigma_table
 
 __all__ = ["sample_langevin", "sample_annealed_langevin"]
 
@@ -19,7 +19,7 @@ def _langevin_steps(D, x, sigma, eps, steps, generator, callback, i0=0):
         den = D(x, sigma)
         x = x + half * (den - x) + root * noise_like(x, generator)
         if callback is not None:
-            callback({"i": i0 + k, "x": x, "sigma": sigma, "denoised": den})
+            callback({"i": i0 + k, "x": x, "sigma": sigma.expand(x.shape[0]), "denoised": den})
     return x, den
 
 
@@ -48,7 +48,7 @@ def sample_langevin(
     x ← x + ε/2·∇log p_σ(x) + √ε·z with ε = step_size, or step_scale·σ². σ defaults to the schedule's last
     positive level; the schedule's length sets N. With denoise, a final x ← D(x, σ). NFE = N (+1)."""
     del process
-    table = as_sigma_table(sigmas, x)
+    table = sigma_table(sigmas, x)
     n = table.shape[1] - 1
     sig = table[:, -2] if sigma is None else torch.full_like(table[:, 0], check_positive("sigma", sigma))
     eps = _step_sizes(sig, sig, step_scale, step_size)
@@ -81,7 +81,7 @@ def sample_annealed_langevin(
     if int(n_steps_each) != n_steps_each or n_steps_each < 1:
         raise ValueError(f"n_steps_each must be a positive integer; got {n_steps_each!r}")
     T = int(n_steps_each)
-    table = as_sigma_table(sigmas, x)
+    table = sigma_table(sigmas, x)
     n = table.shape[1] - 1
     sig_last = table[:, -2]
     D = CountingDenoiser(denoiser, class_labels)

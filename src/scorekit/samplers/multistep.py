@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import torch
 
-from .base import CountingDenoiser, SamplerOutput, as_sigma_table, bcast, sigma_at
+from .base import CountingDenoiser, SamplerOutput, bcast, sigma_at, sigma_table
 
 __all__ = ["sample_dpmpp_2m", "sample_dpmpp_3m"]
 
 
 def _multistep(denoiser, x, sigmas, callback, class_labels, order):
-    table = as_sigma_table(sigmas, x)
+    table = sigma_table(sigmas, x)
     D = CountingDenoiser(denoiser, class_labels)
     n = table.shape[1] - 1
     hist_d, hist_h = [], []  # previous denoised values and step sizes, newest last
@@ -44,7 +44,7 @@ def _multistep(denoiser, x, sigmas, callback, class_labels, order):
                 x = bcast(sig_next / sig, x) * x - bcast(phi1, x) * den + bcast(phi2, x) * d1 - bcast(phi3, x) * d2
             hist_d, hist_h = (hist_d + [den])[-2:], (hist_h + [h])[-2:]
         if callback is not None:
-            callback({"i": i, "x": x, "sigma": sig, "denoised": den})
+            callback({"i": i, "x": x, "sigma": sig.expand(x.shape[0]), "denoised": den})
     return SamplerOutput(x, float(D.calls))
 
 

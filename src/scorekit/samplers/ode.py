@@ -7,13 +7,14 @@ import torch
 
 from .base import (
     CountingDenoiser,
+    ProcessGrid,
     SamplerOutput,
-    as_sigma_table,
     bcast,
     check_choice,
     check_positive,
     resolve_process,
     sigma_at,
+    sigma_table,
 )
 from .sde import process_score
 
@@ -29,24 +30,23 @@ def sample_pf_euler(denoiser, x, sigmas, *, process=None, generator=None, callba
     With process=None (σ-space) each step is x ← x + (σ_next − σ)(x − D)/σ (EDM's Euler). NFE = N.
     """
     del generator  # deterministic
-    proc = resolve_process(process)
-    table = as_sigma_table(sigmas, x)
+    table = sigma_table(sigmas, x)
+    grid = ProcessGrid(resolve_process(process), table)
     D = CountingDenoiser(denoiser, class_labels)
     n = table.shape[1] - 1
     for i in range(n):
-        sig, sig_next = sigma_at(table, i), sigma_at(table, i + 1)
-        if i == n - 1 or bool((sig_next <= 0).all()):
+        sig = sigma_at(table, i)
+        if i == n - 1:
             den = D(x, sig)
             x = den
         else:
-            t, t_next = proc.t_of_sigma(sig), proc.t_of_sigma(sig_next)
-            s, s_next = proc.scale(t), proc.scale(t_next)
-            score, den = process_score(D, x, sig, s)
-            xp = bcast(s, x) * x
-            xp = xp + proc.reverse_drift(xp, t, score, probability_flow=True) * bcast(t_next - t, x)
-            x = xp / bcast(s_next, x)
+            s, f, g2 = (bcast(v[:, i], x) for v in (grid.s, grid.f, grid.g2))
+            score, den = process_score(D, x, sig, grid.s[:, i])
+            xp = s * x
+            xp = xp + (f * xp - 0.5 * g2 * score) * bcast(grid.t[:, i + 1] - grid.t[:, i], x)
+            x = xp / bcast(grid.s[:, i + 1], x)
         if callback is not None:
-            callback({"i": i, "x": x, "sigma": sig, "denoised": den})
+            callback({"i": i, "x": x, "sigma": sig.expand(x.shape[0]), "denoised": den})
     return SamplerOutput(x, float(D.calls))
 
 
@@ -74,7 +74,7 @@ def sample_rk45(
     check_choice("backend", backend, RK45_BACKENDS)
     rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
     proc = resolve_process(process)
-    table = as_sigma_table(sigmas, x)
+    table = sigma_table(sigmas, x)
     D = CountingDenoiser(denoiser, class_labels)
     sig0, sig_end = table[:, 0], table[:, -2]
     t0, t1 = proc.t_of_sigma(sig0), proc.t_of_sigma(sig_end)
@@ -116,5 +116,5 @@ def sample_rk45(
     _, _, _, x_end = state_at(torch.ones((), dtype=x.dtype, device=x.device), xp1)
     den = D(x_end, sig_end)
     if callback is not None:
-        callback({"i": 0, "x": den, "sigma": sig_end, "denoised": den})
+        callback({"i": 0, "x": den, "sigma": sig_end.expand(x.shape[0]), "denoised": den})
     return SamplerOutput(den, float(D.calls))

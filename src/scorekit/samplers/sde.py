@@ -11,14 +11,15 @@ import torch
 
 from .base import (
     CountingDenoiser,
+    ProcessGrid,
     SamplerOutput,
-    as_sigma_table,
     bcast,
     check_choice,
     check_positive,
     noise_like,
     resolve_process,
     sigma_at,
+    sigma_table,
 )
 
 __all__ = ["sample_euler_maruyama", "sample_reverse_diffusion", "sample_pc", "process_score", "PREDICTORS"]
@@ -32,21 +33,19 @@ def process_score(D, x_hat, sigma, scale):
     return (den - x_hat) / (bcast(scale, x_hat) * bcast(sigma, x_hat) ** 2), den
 
 
-def _em_step(proc, x, score, t, t_next, s, generator):
+def _em_step(grid, i, x, score, generator):
     """One Euler–Maruyama step of the reverse SDE in process space; x is σ-space, returns process space."""
-    xp = bcast(s, x) * x
-    dt = bcast(t_next - t, x)
-    drift = proc.reverse_drift(xp, t, score)
-    g = bcast(proc.diffusion(t), x)
-    return xp + drift * dt + g * (-dt).sqrt() * noise_like(x, generator)
+    s, f, g2 = (bcast(v[:, i], x) for v in (grid.s, grid.f, grid.g2))
+    dt = bcast(grid.t[:, i + 1] - grid.t[:, i], x)
+    xp = s * x
+    return xp + (f * xp - g2 * score) * dt + (g2 * -dt).sqrt() * noise_like(x, generator)
 
 
-def _rd_step(proc, x, score, t, t_next, s, generator):
+def _rd_step(grid, i, x, score, generator):
     """score_sde's reverse-diffusion predictor: x ← x − (a−1)x + v·∇log p + √v·z, (a, v) = discretize(t, t_next)."""
-    a, v = proc.discretize(t, t_next)
-    xp = bcast(s, x) * x
-    v = bcast(v, x)
-    return xp - (bcast(a, x) - 1) * xp + v * score + v.sqrt() * noise_like(x, generator)
+    a, v = bcast(grid.a[:, i], x), bcast(grid.v[:, i], x)
+    xp = bcast(grid.s[:, i], x) * x
+    return xp - (a - 1) * xp + v * score + v.sqrt() * noise_like(x, generator)
 
 
 @torch.no_grad()
@@ -94,21 +93,19 @@ def sample_pc(
 
 
 def _predictor_corrector(denoiser, x, sigmas, process, generator, callback, class_labels, predictor, n_corr, snr=0.16):
-    proc = resolve_process(process)
-    table = as_sigma_table(sigmas, x)
+    table = sigma_table(sigmas, x)
+    grid = ProcessGrid(resolve_process(process), table)
     D = CountingDenoiser(denoiser, class_labels)
     n = table.shape[1] - 1
     step = {"euler_maruyama": _em_step, "reverse_diffusion": _rd_step}[predictor]
     alpha = torch.ones_like(table[:, 0])
     for i in range(n):
-        sig, sig_next = sigma_at(table, i), sigma_at(table, i + 1)
-        last = i == n - 1 or bool((sig_next <= 0).all())
-        t = proc.t_of_sigma(sig)
-        s = proc.scale(t)
-        t_next = None if last else proc.t_of_sigma(sig_next)
+        sig = sigma_at(table, i)
+        last = i == n - 1
+        s = grid.s[:, i]
         if n_corr:
             if not last:  # α of the forward step into this level (the last level keeps the previous one)
-                alpha = proc.discretize(t, t_next)[0] ** 2
+                alpha = grid.a[:, i] ** 2
             for _ in range(n_corr):
                 score, _ = process_score(D, x, sig, s)
                 z = noise_like(x, generator)
@@ -118,15 +115,13 @@ def _predictor_corrector(denoiser, x, sigmas, process, generator, callback, clas
                 gnorm = (score.flatten(1).norm(dim=1) * unit).mean()
                 ratio = snr * z.flatten(1).norm(dim=1).mean() / gnorm.clamp(min=1e-30)
                 eps = bcast(2 * alpha * (ratio * unit) ** 2, x)
-                xp = bcast(s, x) * x + eps * score + (2 * eps).sqrt() * z
-                x = xp / bcast(s, x)
+                x = x + (eps * score + (2 * eps).sqrt() * z) / bcast(s, x)
         if last:
             den = D(x, sig)
             x = den
         else:
             score, den = process_score(D, x, sig, s)
-            xp = step(proc, x, score, t, t_next, s, generator)
-            x = xp / bcast(proc.scale(t_next), x)
+            x = step(grid, i, x, score, generator) / bcast(grid.s[:, i + 1], x)
         if callback is not None:
-            callback({"i": i, "x": x, "sigma": sig, "denoised": den})
+            callback({"i": i, "x": x, "sigma": sig.expand(x.shape[0]), "denoised": den})
     return SamplerOutput(x, float(D.calls))
