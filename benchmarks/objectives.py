@@ -130,7 +130,7 @@ def generate(den, objective_name: str, n: int, shape: tuple, args, seed: int) ->
         sig[-1] = 0
         out = get_sampler("langevin").fn(den, x, sig, generator=gen, step_scale=0.1)
         return out.x, out.nfe
-    smax = min(80.0, den.sigma_max)
+    smax = min(args.sample_sigma_max, den.sigma_max)
     smin = max(0.002, den.sigma_min)
     sigmas = get_sigmas("karras", args.sample_steps, sigma_min=smin, sigma_max=smax)
     x = smax * torch.randn(n, *shape, generator=gen)
@@ -174,6 +174,7 @@ def run_2d(args, rows: list) -> None:
         }  # fmt: skip
         rows.append(row)
         print(_fmt_row(row), flush=True)
+        _save(args, rows)
         if args.plot:
             args._scatter[name] = xs.numpy()
 
@@ -226,6 +227,7 @@ def run_digits(args, rows: list) -> None:
         }  # fmt: skip
         rows.append(row)
         print(_fmt_row(row), flush=True)
+        _save(args, rows)
         if args.plot:
             args._digits[name] = train_ds.transform.to_user(xs[:16]).numpy()
 
@@ -275,6 +277,7 @@ def main(argv=None) -> int:
     p.add_argument("--nll-images", type=int, default=48)
     p.add_argument("--sample-steps", type=int, default=30, help="Heun steps (NFE = 2N - 1)")
     p.add_argument("--langevin-steps", type=int, default=200)
+    p.add_argument("--sample-sigma-max", type=float, default=20.0, help="σ where Heun starts (prior N(0, σ²))")
     p.add_argument("--single-sigma-2d", type=float, default=0.3)
     p.add_argument("--single-sigma-digits", type=float, default=0.3)
     p.add_argument("--ism-digits", action="store_true", help="also train ISM on digits (64 backward rows/step)")
@@ -301,27 +304,33 @@ def main(argv=None) -> int:
         args.num_samples, args.num_images, args.nll_points, args.nll_images = 300, 100, 32, 16
         args.langevin_steps = 50
     args._scatter, args._digits = {}, {}
+    args._argv = argv if argv is not None else sys.argv[1:]
     rows: list = []
     t0 = time.time()
+    args._t0 = t0
     print(HEADER)
     if "2d" in args.data:
         run_2d(args, rows)
     if "digits" in args.data:
         run_digits(args, rows)
-    total = time.time() - t0
+    total = _save(args, rows)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    out.with_suffix(".json").write_text(
-        json.dumps({"settings": settings, "total_seconds": total, "argv": argv if argv is not None else sys.argv[1:],
-                    "rows": rows},
-                   indent=2) + "\n"
-    )  # fmt: skip
-    _write_markdown(args, rows, total, [" ".join(argv if argv is not None else sys.argv[1:])])
     if args.plot:
         _plot(args, out.with_suffix(".png"))
     print(f"wrote {out.with_suffix('.md')} and .json ({total / 60:.1f} min)")
     return 0
+
+
+def _save(args, rows: list) -> float:
+    """Write the JSON and markdown so far (after every row, so a long run leaves its finished rows)."""
+    total = time.time() - args._t0
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    record = {"settings": settings, "total_seconds": total, "argv": args._argv, "rows": rows}
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    _write_markdown(args, rows, total, [" ".join(args._argv)])
+    return total
 
 
 def _write_markdown(args, rows: list, total: float, commands: list) -> None:
@@ -346,7 +355,8 @@ def _write_markdown(args, rows: list, total: float, commands: list) -> None:
         f"Digits: U-Net ({args.channels} ch, mult [1, 2]), {args.steps_digits} steps × batch {args.batch_digits}; "
         f"FID (pinned digits classifier features) of {args.num_images} samples vs the test split; bits/dim of "
         f"{args.nll_images} dequantised test images (PF-ODE, 1 Rademacher probe, tol 1e-3; VLB: discretised decoder).",
-        f"Sampling: Heun {args.sample_steps} steps (Karras σ), dsm_single: {args.langevin_steps} Langevin steps at its "
+        f"Sampling: Heun {args.sample_steps} steps (Karras σ from {args.sample_sigma_max:g}), "
+        f"dsm_single: {args.langevin_steps} Langevin steps at its "
         "σ + one denoising step. s/step: wall time per training step.",
         "",
         HEADER,

@@ -3,7 +3,7 @@
 - `log_likelihood(..., method="ode")`: the instantaneous change of variables along the probability-flow ODE
   (Song et al. 2021, §D.2; Chen et al. 2018, Thm 1), log p_{t_min}(x) = log p_T(x_T) + ∫ ∇·f̃(x_t, t) dt, with an
   adaptive Dormand–Prince solver (torchdiffeq) and the divergence exact (d backward rows) or by Hutchinson's
-  estimator (Grathwohl et al. 2019, eq. 9) with Gaussian or Rademacher probes fixed for the whole solve.
+  estimator (Grathwohl et al. 2019, eq. 9) with Rademacher, Gaussian or sphere probes fixed for the whole solve.
 - `log_likelihood(..., method="vlb")`: the DDPM bound L_T + Σ L_{t−1} + L_0 (Ho et al. 2020, eq. 5) with a
   discretised Gaussian decoder for 8-bit images (their eq. 13) or a continuous one for vectors.
 - `bits_per_dim`: model-space NLL → bits/dim of 8-bit data, with the log-Jacobian of the [0, 1] ↔ [-1, 1]
