@@ -17,32 +17,37 @@ def _multistep(denoiser, x, sigmas, callback, class_labels, order):
     table = sigma_table(sigmas, x)
     D = CountingDenoiser(denoiser, class_labels)
     n = table.shape[1] - 1
-    hist_d, hist_h = [], []  # previous denoised values and step sizes, newest last
+    # per-step coefficients for all steps at once (columns), broadcast against x
+    pos = table[:, :-1]
+    h_all = pos[:, :-1].log() - pos[:, 1:].log()  # h_i = λ_{i+1} − λ_i, i < n − 1
+    ratio_all = pos[:, 1:] / pos[:, :-1]
+    phi1_all = torch.expm1(-h_all)  # e^{−h} − 1
+    hist_d = []  # previous denoised values, newest last
     for i in range(n):
-        sig, sig_next = sigma_at(table, i), sigma_at(table, i + 1)
+        sig = sigma_at(table, i)
         den = D(x, sig)
-        if i == n - 1 or bool((sig_next <= 0).all()):
+        if i == n - 1:
             x = den
         else:
-            h = sig.log() - sig_next.log()
-            phi1 = torch.expm1(-h)  # e^{−h} − 1
+            h, phi1 = h_all[:, i], phi1_all[:, i]
             k = min(order, len(hist_d) + 1)
             if k == 1:
-                x = bcast(sig_next / sig, x) * x - bcast(phi1, x) * den
+                d = den
             elif k == 2:  # DPM-Solver++(2M), Lu et al. 2022 Alg. 2
-                c = bcast(h / (2 * hist_h[-1]), x)  # 1/(2r), r = h_prev/h
+                c = bcast(h / (2 * h_all[:, i - 1]), x)  # 1/(2r), r = h_prev/h
                 d = (1 + c) * den - c * hist_d[-1]
-                x = bcast(sig_next / sig, x) * x - bcast(phi1, x) * d
+            if k <= 2:
+                x = bcast(ratio_all[:, i], x) * x - bcast(phi1, x) * d
             else:  # third-order multistep (DPM-Solver++ 3M): divided differences of D in λ
-                r0, r1 = bcast(hist_h[-1] / h, x), bcast(hist_h[-2] / h, x)
+                r0, r1 = bcast(h_all[:, i - 1] / h, x), bcast(h_all[:, i - 2] / h, x)
                 d1_0 = (den - hist_d[-1]) / r0
                 d1_1 = (hist_d[-1] - hist_d[-2]) / r1
                 d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
                 d2 = (d1_0 - d1_1) / (r0 + r1)
                 phi2 = phi1 / h + 1
                 phi3 = phi2 / h - 0.5
-                x = bcast(sig_next / sig, x) * x - bcast(phi1, x) * den + bcast(phi2, x) * d1 - bcast(phi3, x) * d2
-            hist_d, hist_h = (hist_d + [den])[-2:], (hist_h + [h])[-2:]
+                x = bcast(ratio_all[:, i], x) * x - bcast(phi1, x) * den + bcast(phi2, x) * d1 - bcast(phi3, x) * d2
+            hist_d = (hist_d + [den])[-2:]
         if callback is not None:
             callback({"i": i, "x": x, "sigma": sig.expand(x.shape[0]), "denoised": den})
     return SamplerOutput(x, float(D.calls))
