@@ -243,6 +243,15 @@ def overhead(num, kd, df, steps=20, repeats=5):
     return best
 
 
+OVERHEAD_PAIRS = [
+    ("scorekit:pf_euler", ("k-diffusion:euler", "diffusers:Euler")),
+    ("scorekit:heun", ("k-diffusion:heun", "diffusers:Heun")),
+    ("scorekit:dpmpp_2m", ("k-diffusion:dpmpp_2m", "diffusers:DPM-Solver++")),
+    ("scorekit:ddim", ("diffusers:DDIM",)),
+    ("scorekit:dpmpp_3m", ("k-diffusion:lms", "diffusers:UniPC")),
+]
+
+
 def best_at(rows, budget, prefix):
     cand = [r for r in rows if r["method"].startswith(prefix) and r["budget"] == budget and math.isfinite(r["sw2"])]
     return min(cand, key=lambda r: r["sw2"]) if cand else None
@@ -291,6 +300,19 @@ def write(results, path_md, path_json, path_png):
         for k, v in sorted(results["overhead"].items(), key=lambda kv: kv[1]):
             lines.append(f"| {k} | {v * 1e6:.1f} |")
         lines.append("")
+        lines.append("Same algorithm, side by side (µs / evaluation):")
+        lines.append("")
+        lines.append("| scorekit | µs | peers | µs | ours ≤ every peer |")
+        lines.append("|---|---|---|---|---|")
+        ov = results["overhead"]
+        for mine, theirs in OVERHEAD_PAIRS:
+            have = [t for t in theirs if t in ov]
+            if mine not in ov or not have:
+                continue
+            cells = ", ".join(f"{t} {ov[t] * 1e6:.1f}" for t in have)
+            ok = "yes" if all(ov[mine] <= ov[t] for t in have) else "no"
+            lines.append(f"| {mine} | {ov[mine] * 1e6:.1f} | {cells} | {ok} |")
+        lines.append("")
     path_md.write_text("\n".join(lines) + "\n")
 
     import matplotlib
@@ -299,22 +321,25 @@ def write(results, path_md, path_json, path_png):
     import matplotlib.pyplot as plt
 
     probs = list(results["accuracy"])
-    fig, axes = plt.subplots(1, len(probs), figsize=(7 * len(probs), 5))
+    fig, axes = plt.subplots(1, len(probs), figsize=(8 * len(probs), 6))
     for ax, prob in zip(axes if len(probs) > 1 else [axes], probs):
         res = results["accuracy"][prob]
         names = list(dict.fromkeys(r["method"] for r in res["rows"] if r["budget"] is not None))
-        for name in names:
+        colors = plt.cm.tab20.colors + plt.cm.tab20b.colors
+        for k, name in enumerate(names):
             pts = sorted((r["nfe"], r["sw2"]) for r in res["rows"] if r["method"] == name)
             style = "-" if name.startswith("scorekit") else ("--" if name.startswith("k-diff") else ":")
-            ax.plot(*zip(*pts), style, marker="o", ms=3, label=name)
+            lw = 2.2 if "logsnr" in name else 1.0
+            ax.plot(*zip(*pts), style, marker="o", ms=3, lw=lw, color=colors[k % len(colors)], label=name)
         ax.axhline(res["floor"], color="k", lw=0.8, label="two-sample floor")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_ylim(0.5 * res["floor"], 2.0)
         ax.set_xlabel("NFE")
         ax.set_ylabel("sliced W2 to reference")
         ax.set_title(prob)
     axes_list = axes if len(probs) > 1 else [axes]
-    axes_list[-1].legend(fontsize=6, ncol=2)
+    axes_list[-1].legend(fontsize=6, ncol=2, loc="upper right")
     fig.tight_layout()
     fig.savefig(path_png, dpi=120)
 
@@ -326,7 +351,14 @@ def main(argv=None):
     ap.add_argument("--overhead-batch", type=int, default=10000)
     ap.add_argument("--no-overhead", action="store_true")
     ap.add_argument("--out", type=str, default=str(RESULTS / "samplers"))
+    ap.add_argument("--report-only", action="store_true", help="rewrite the .md/.png from an existing .json")
     args = ap.parse_args(argv)
+    out = Path(args.out)
+    if args.report_only:
+        results = json.loads(out.with_suffix(".json").read_text())
+        write(results, out.with_suffix(".md"), out.with_suffix(".json"), out.with_suffix(".png"))
+        print(out.with_suffix(".md").read_text())
+        return
     torch.set_num_threads(1)
     kd, df = load_k_diffusion(), load_diffusers()
     peers = ", ".join(p for p, m in (("k-diffusion", kd), ("diffusers", df)) if m is not None) or "none installed"
@@ -347,7 +379,6 @@ def main(argv=None):
         print("overhead:", flush=True)
         results["overhead"] = overhead(args.overhead_batch, kd, df)
         results["overhead_batch"] = args.overhead_batch
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write(results, out.with_suffix(".md"), out.with_suffix(".json"), out.with_suffix(".png"))
     print(out.with_suffix(".md").read_text())
