@@ -358,3 +358,34 @@ def test_registry_lists_the_contract_names_and_options():
 def test_bad_input_is_a_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+class _OracleNet(torch.nn.Module):
+    """A 'network' that outputs exactly what a perfectly trained one would: F* = (D_exact − c_skip·x)/c_out."""
+
+    def __init__(self, precond):
+        super().__init__()
+        self.precond = precond
+
+    def forward(self, x_in, c_noise, class_labels=None):
+        sigma = c_noise  # conditioning="sigma"
+        c_skip, c_out, c_in = self.precond.coefficients(sigma)
+        x = x_in / c_in[:, None]
+        return (GMM.denoise(x, sigma) - c_skip[:, None] * x) / c_out[:, None]
+
+
+@pytest.mark.parametrize("parameterization", ["eps", "score", "x0", "v", "edm"])
+@pytest.mark.parametrize("name", ["pc", "ancestral", "dpmpp_2m", "pf_euler"])
+def test_every_parameterization_through_the_denoiser(parameterization, name):
+    """A network trained as ε, score, x0, v or EDM, wrapped into D, samples exactly like the exact D."""
+    from scorekit.models.parameterization import NetworkDenoiser
+
+    process = PROCESSES["vp"]
+    wrapped = NetworkDenoiser(torch.nn.Identity(), process, parameterization, conditioning="sigma")
+    wrapped.net = _OracleNet(wrapped.precond)
+    spec = get_sampler(name)
+    sig = get_sigmas(spec.default_schedule, 8, process=process)
+    x = float(sig[0]) * torch.randn(64, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    a = spec.fn(wrapped, x, sig, process=process, generator=torch.Generator().manual_seed(3)).x
+    b = spec.fn(GMM.denoiser(), x, sig, process=process, generator=torch.Generator().manual_seed(3)).x
+    torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-7)
