@@ -217,7 +217,10 @@ class NpzStreamWriter:
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
-        try:
-            self.zf.close()
-        finally:
-            self.tmp.unlink(missing_ok=True)
+        """Discard the partial file (the destination, if it existed, is left untouched)."""
+        for closer in (self.member.close, self.zf.close):
+            try:
+                closer()
+            except (OSError, ValueError):
+                pass
+        self.tmp.unlink(missing_ok=True)
