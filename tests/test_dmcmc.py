@@ -273,3 +273,36 @@ def test_train_noise_classifier_command(tmp_path, capsys):
     assert main(["train-noise-classifier", "--run", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("scorekit train-noise-classifier: error:") and "\n" not in err
+
+
+def test_sample_command_with_dlg_and_the_exact_posterior(tmp_path, capsys):
+    import numpy as np
+
+    from scorekit.cli import main
+
+    spec = tmp_path / "gmm.json"
+    spec.write_text(json.dumps(ring_gmm(k=4).to_spec()))
+    out = tmp_path / "s.npz"
+    common = ["sample", "--model", f"gmm:{spec}", "--sampler", "heun", "--steps", "2", "--num", "60", "--out", str(out)]
+    dlg = ["--dmcmc", "dlg", "--dlg-chains", "20", "--dlg-skip", "2", "--dlg-burn-in", "3", "--dlg-init-steps", "5"]
+    assert main(common + dlg + ["--noise-posterior", "exact"]) == 0
+    d = np.load(out)
+    assert d["samples"].shape == (60, 2) and d["sigma_start"].shape == (60,)
+    per_chain = (2 * 5 - 1) + 3 + 3 * 2 + 3 * (2 * 2 - 1)  # start-up, burn-in, 3 rounds of skip + finisher
+    assert float(d["nfe"]) == pytest.approx(20 * per_chain / 60)
+    capsys.readouterr()
+    assert main(common + dlg) == 2  # no estimator given
+    assert "--noise-classifier" in capsys.readouterr().err
+
+
+def test_finisher_options_and_chain_labels(mixture):
+    gmm, _, _, est = mixture
+    cfg = DLGConfig(chains=4, skip=1, burn_in=1, init_steps=3, finisher="rk45", finisher_options={"rtol": 1e-2})
+    r = sample_dlg(gmm.denoiser(), est, 8, cfg, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(r.samples).all() and r.info["finisher_nfe_per_output"] > 1
+    labelled = ring_gmm()
+    labelled.labels = torch.arange(6) % 2
+    labels = torch.tensor([0, 1, 1, 0, 1, 1, 1, 1])
+    cfg = DLGConfig(chains=4, skip=1, burn_in=1, init_steps=3, finisher="heun", finisher_steps=2)
+    r = sample_dlg(labelled.denoiser(), est, 8, cfg, generator=torch.Generator().manual_seed(0), class_labels=labels)
+    assert torch.equal(r.info["labels"], torch.tensor([0, 1, 1, 0, 0, 1, 1, 0]))  # chain i mod 4's label

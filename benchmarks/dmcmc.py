@@ -1,0 +1,353 @@
+"""Denoising MCMC benchmark: quality vs NFE for six integrators, with and without DLG, in one run.
+
+Problems: analytic Gaussian mixtures in 2-D and 16-D with the exact noise posterior (metric: sliced W2 to
+exact mixture samples), and a digits score model with a trained noise classifier (metric: FID in the pinned
+digits classifier's feature space). DLG's NFE is amortised honestly (start-up sample and burn-in of every
+chain divided over its outputs); noise-classifier evaluations are reported separately.
+
+    python benchmarks/dmcmc.py                                  # mixtures (a few minutes on one CPU core)
+    python benchmarks/dmcmc.py --digits-run RUN --digits-classifier RUN2   # adds the digits rows
+
+Writes benchmarks/results/dmcmc.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from scorekit.analytic import GaussianMixture
+from scorekit.dmcmc import DLGConfig, ExactNoisePosterior, TrainedNoiseClassifier, make_levels, sample_dlg
+from scorekit.metrics.vector import sliced_wasserstein
+from scorekit.samplers import get_sampler, get_sigmas
+
+INTEGRATORS = ["heun", "edm_stochastic", "reverse_diffusion", "euler_maruyama", "pf_euler", "rk45"]
+# "k-diffusion / diffusers" family for the 5-NFE baseline (σ-space samplers with their usual schedules)
+KDIFF = ["heun", "dpmpp_2m", "ddim", "pf_euler", "ancestral", "edm_stochastic", "euler_maruyama"]
+PLAIN_STEPS = {"heun": [2, 3, 4, 6, 8, 10], "edm_stochastic": [2, 3, 4, 6, 8, 10]}
+PLAIN_STEPS_DEFAULT = [3, 5, 8, 12, 20]
+RK45_TOLS = [3e-1, 1e-1, 3e-2, 1e-2]
+DLG_STEPS = {"heun": [1, 2, 3, 5], "edm_stochastic": [2, 3, 5]}
+DLG_STEPS_DEFAULT = [1, 2, 3, 5, 8]
+DLG_RK45_TOLS = [3e-1, 1e-1, 1e-2]
+
+
+def ring_mixture() -> GaussianMixture:
+    k = 8
+    ang = torch.arange(k, dtype=torch.float64) * 2 * math.pi / k
+    means = torch.stack([3 * ang.cos(), 3 * ang.sin()], 1)
+    return GaussianMixture(torch.tensor([1, 2, 3, 4, 1, 2, 3, 4.0]), means, torch.full((k, 2), 0.05))
+
+
+def mixture_16d() -> GaussianMixture:
+    g = torch.Generator().manual_seed(16)
+    k, d = 8, 16
+    means = 2.0 * torch.randn(k, d, generator=g, dtype=torch.float64)
+    variances = 0.05 + 0.25 * torch.rand(k, d, generator=g, dtype=torch.float64)
+    weights = 0.5 + torch.rand(k, generator=g, dtype=torch.float64)
+    return GaussianMixture(weights, means, variances)
+
+
+def _plain(denoiser, name, steps, num, gen, process, smax, schedule=None, options=None, shape=(2,)):
+    spec = get_sampler(name)
+    sched = schedule or (
+        spec.default_schedule if not (spec.default_schedule == "uniform_t" and process is None) else "log"
+    )
+    sigmas = get_sigmas(sched, steps, process=process, sigma_max=smax)
+    x = smax * torch.randn((num, *shape), generator=gen)
+    out = spec.fn(denoiser, x, sigmas.float(), process=process, generator=gen, **(options or {}))
+    return out.x, float(out.nfe)
+
+
+def run_problem(
+    label,
+    denoiser,
+    estimator,
+    metric,
+    num,
+    dlg_base: DLGConfig,
+    *,
+    process=None,
+    smax=80.0,
+    shape=(2,),
+    seed=0,
+    quick=False,
+    kdiff_baseline=False,
+):
+    rows = []
+
+    def add(**r):
+        r["problem"] = label
+        rows.append(r)
+        print(
+            f"{label:8s} {r['integrator']:18s} dlg={str(r['dlg']):5s} {r['setting']:>10s} "
+            f"NFE {r['nfe']:7.2f}  err {r['error']:.4f}",
+            flush=True,
+        )
+
+    for name in INTEGRATORS:
+        gen = torch.Generator().manual_seed(seed)
+        if name == "rk45":
+            plain_settings = [("tol", t) for t in RK45_TOLS]
+            dlg_settings = [("tol", t) for t in DLG_RK45_TOLS]
+        else:
+            plain_settings = [("steps", s) for s in PLAIN_STEPS.get(name, PLAIN_STEPS_DEFAULT)]
+            dlg_settings = [("steps", s) for s in DLG_STEPS.get(name, DLG_STEPS_DEFAULT)]
+        if quick:
+            plain_settings, dlg_settings = plain_settings[::2], dlg_settings[:2]
+        for kind, v in plain_settings:
+            steps, opts = (2, {"rtol": v, "atol": v}) if kind == "tol" else (v, {})
+            t0 = time.time()
+            x, nfe = _plain(denoiser, name, steps, num, gen, process, smax, options=opts, shape=shape)
+            add(
+                integrator=name,
+                dlg=False,
+                setting=f"{kind}={v:g}",
+                nfe=nfe,
+                classifier_evals=0.0,
+                error=metric(x),
+                seconds=round(time.time() - t0, 1),
+            )
+        for kind, v in dlg_settings:
+            steps, opts = (2, {"rtol": v, "atol": v}) if kind == "tol" else (v, {})
+            cfg = DLGConfig(
+                **{**dlg_base.__dict__, "finisher": name, "finisher_steps": steps, "finisher_options": opts}
+            )
+            t0 = time.time()
+            res = sample_dlg(denoiser, estimator, num, cfg, process=process, generator=gen)
+            add(
+                integrator=name,
+                dlg=True,
+                setting=f"{kind}={v:g}",
+                nfe=res.nfe_per_sample,
+                classifier_evals=res.classifier_evals_per_sample,
+                error=metric(res.samples),
+                sigma_start_median=float(res.sigma_start.median()),
+                amortised_startup_nfe=res.info["amortised_startup_nfe"],
+                seconds=round(time.time() - t0, 1),
+            )
+    baseline = None
+    if kdiff_baseline:
+        best = None
+        for name in KDIFF:
+            spec = get_sampler(name)
+            for steps in range(1, 6):
+                if spec.nfe(steps) > 5:
+                    continue
+                for sched in ("karras", "log"):
+                    gen = torch.Generator().manual_seed(seed)
+                    x, nfe = _plain(denoiser, name, steps, num, gen, process, smax, schedule=sched, shape=shape)
+                    err = metric(x)
+                    if best is None or err < best["error"]:
+                        best = {"sampler": name, "schedule": sched, "steps": steps, "nfe": nfe, "error": err}
+        baseline = best
+    return rows, baseline
+
+
+def summarise(rows, max_nfe=20.0):
+    """Per problem and integrator: for each DLG point with NFE ≤ max_nfe, the best plain error at NFE ≤ the
+    DLG point's NFE (the plain curve at equal budget); DLG improves if it beats that at every such point."""
+    out = []
+    for problem in dict.fromkeys(r["problem"] for r in rows):
+        for name in INTEGRATORS:
+            plain = [r for r in rows if r["problem"] == problem and r["integrator"] == name and not r["dlg"]]
+            dlg = [r for r in rows if r["problem"] == problem and r["integrator"] == name and r["dlg"]]
+            cmp = []
+            for d in dlg:
+                if d["nfe"] > max_nfe:
+                    continue
+                cands = [p["error"] for p in plain if p["nfe"] <= d["nfe"] + 1e-9]
+                best_plain = min(cands) if cands else None
+                cmp.append((d["nfe"], d["error"], best_plain))
+            if not cmp:
+                continue
+            improves = all(bp is None or e < bp for _, e, bp in cmp)
+            out.append(
+                {
+                    "problem": problem,
+                    "integrator": name,
+                    "improves_at_equal_nfe": improves,
+                    "points": [{"nfe": n, "dlg_error": e, "best_plain_error_at_or_below": bp} for n, e, bp in cmp],
+                }
+            )
+    return out
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    problems = list(dict.fromkeys(r["problem"] for r in rows))
+    fig, axes = plt.subplots(len(problems), 6, figsize=(20, 3.2 * len(problems)), squeeze=False)
+    for i, problem in enumerate(problems):
+        for j, name in enumerate(INTEGRATORS):
+            ax = axes[i][j]
+            for dlg, style in ((False, "o-"), (True, "s-")):
+                pts = sorted(
+                    (r["nfe"], r["error"])
+                    for r in rows
+                    if r["problem"] == problem and r["integrator"] == name and r["dlg"] == dlg
+                )
+                if pts:
+                    ax.plot(*zip(*pts), style, label="DLG + " + name if dlg else name)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlim(0.8, 60)
+            ax.set_title(f"{problem}: {name}", fontsize=9)
+            ax.set_xlabel("NFE / sample (DLG: amortised)")
+            if j == 0:
+                ax.set_ylabel("digits FID" if problem == "digits" else "sliced W2")
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--num", type=int, default=4000, help="samples per mixture point")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--problems", default="2d,16d")
+    ap.add_argument("--digits-run", default=None)
+    ap.add_argument("--digits-classifier", default=None)
+    ap.add_argument("--digits-num", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    all_rows, baselines, floors, configs = [], {}, {}, {}
+    problems = args.problems.split(",")
+    for label, gmm in (("2d", ring_mixture()), ("16d", mixture_16d())):
+        if label not in problems:
+            continue
+        ref, _ = gmm.sample(50000, torch.Generator().manual_seed(1))
+        proj = torch.Generator().manual_seed(2)
+
+        def metric(x, ref=ref):
+            return sliced_wasserstein(x.double(), ref, num_projections=256, generator=torch.Generator().manual_seed(2))
+
+        floors[label] = metric(gmm.sample(args.num, proj)[0])
+        est = ExactNoisePosterior(gmm, make_levels(0.002, 80.0, 1000))
+        chains = max(1, args.num // 40)  # 40 outputs per chain: start-up amortised over them
+        base = DLGConfig(chains=chains, skip=1, eta=0.01, burn_in=10, init_sampler="edm_stochastic", init_steps=20)
+        configs[label] = {k: v for k, v in base.__dict__.items() if k not in ("finisher", "finisher_steps")}
+        rows, baseline = run_problem(
+            label,
+            gmm.denoiser(),
+            est,
+            metric,
+            args.num,
+            base,
+            seed=args.seed,
+            quick=args.quick,
+            kdiff_baseline=(label == "2d"),
+            shape=(gmm.dim,),
+        )
+        all_rows += rows
+        if baseline:
+            baselines[label] = baseline
+    if args.digits_run and args.digits_classifier and "digits" not in problems:
+        problems.append("digits")
+    if "digits" in problems and args.digits_run and args.digits_classifier:
+        from scorekit.checkpoint import load_denoiser
+        from scorekit.data import DataTransform, load_data
+        from scorekit.dmcmc import DIGITS_DLG, digits_fid
+
+        den = load_denoiser(args.digits_run)
+        est = TrainedNoiseClassifier(args.digits_classifier)
+        cfg_run = json.loads((Path(args.digits_run) / "config.json").read_text())
+        tr = DataTransform.from_config(cfg_run["data"]["transform"])
+        ref_user = load_data("digits").user_data()
+
+        def fid(x):
+            return digits_fid(tr.to_user(x), ref_user)
+
+        floors["digits"] = fid(tr.to_model(load_data("digits", split="test").user_data()))
+        base = DLGConfig(**{**DIGITS_DLG, "chains": max(1, args.digits_num // 10)})
+        configs["digits"] = {k: v for k, v in base.__dict__.items() if k not in ("finisher", "finisher_steps")}
+        configs["digits"]["classifier_accuracy"] = est.accuracy
+        rows, _ = run_problem(
+            "digits",
+            den,
+            est,
+            fid,
+            args.digits_num,
+            base,
+            process=den.process,
+            smax=den.process.sigma_max,
+            shape=tuple(den.data_shape),
+            seed=args.seed,
+            quick=args.quick,
+        )
+        all_rows += rows
+    summary = summarise(all_rows)
+    target2 = None
+    if "2d" in baselines:
+        dlg6 = [r for r in all_rows if r["problem"] == "2d" and r["dlg"] and r["nfe"] <= 6.0]
+        if dlg6:
+            best = min(dlg6, key=lambda r: r["error"])
+            target2 = {
+                "best_dlg_at_most_6_nfe": {k: best[k] for k in ("integrator", "setting", "nfe", "error")},
+                "best_kdiffusion_at_most_5_nfe": baselines["2d"],
+                "ratio": best["error"] / baselines["2d"]["error"],
+            }
+    result = {
+        "rows": all_rows,
+        "summary": summary,
+        "noise_floor": floors,
+        "kdiff_baseline": baselines,
+        "target_2d": target2,
+        "dlg_configs": configs,
+        "num": args.num,
+    }
+    (out / "dmcmc.json").write_text(json.dumps(result, indent=1, default=str))
+    md = [
+        "# Denoising MCMC benchmark",
+        "",
+        "Error: sliced W2 to 50k exact samples (mixtures), digits FID (digits). "
+        "DLG NFE includes the amortised start-up; classifier evaluations listed separately.",
+        "",
+        f"Noise floor (exact samples of the same size): {json.dumps({k: round(v, 4) for k, v in floors.items()})}",
+        "",
+        "| problem | integrator | DLG | setting | NFE / sample | classifier evals | error |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in all_rows:
+        md.append(
+            f"| {r['problem']} | {r['integrator']} | {'yes' if r['dlg'] else 'no'} | {r['setting']} | "
+            f"{r['nfe']:.2f} | {r['classifier_evals']:.2f} | {r['error']:.4f} |"
+        )
+    md += [
+        "",
+        "## DLG vs plain at equal NFE (≤ 20)",
+        "",
+        "| problem | integrator | DLG better at every point |",
+        "|---|---|---|",
+    ]
+    md += [f"| {s['problem']} | {s['integrator']} | {s['improves_at_equal_nfe']} |" for s in summary]
+    if target2:
+        md += [
+            "",
+            "## 2-D target: DLG at ≤ 6 NFE vs the best k-diffusion-style sampler at ≤ 5 NFE",
+            "",
+            f"best DLG: {target2['best_dlg_at_most_6_nfe']}",
+            "",
+            f"best baseline: {target2['best_kdiffusion_at_most_5_nfe']}",
+            "",
+            f"ratio: {target2['ratio']:.3f} (target ≤ 0.7)",
+        ]
+    (out / "dmcmc.md").write_text("\n".join(md) + "\n")
+    plot(all_rows, out / "dmcmc.png")
+    print("\n".join(md[-40:]))
+
+
+if __name__ == "__main__":
+    main()
