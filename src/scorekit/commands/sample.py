@@ -44,7 +44,11 @@ def add_arguments(p):
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--out", required=True, help="output .npz")
     p.add_argument("--grid", default=None, help="also write a PNG grid (images) or scatter plot (2-D data)")
-    p.add_argument("--schedule", default=None, help="uniform_t | log | karras | comma-separated σ list")
+    p.add_argument(
+        "--schedule",
+        default=None,
+        help="uniform_t | log | karras | logsnr | comma-separated σ list (default: the sampler's)",
+    )
     p.add_argument("--sigma-min", type=float, default=None)
     p.add_argument("--sigma-max", type=float, default=None)
     p.add_argument("--rho", type=float, default=7.0, help="Karras schedule ρ")
@@ -130,13 +134,15 @@ def load_model(args, device):
 
 
 def parse_schedule(text):
-    if text is None or text in ("uniform_t", "log", "karras"):
+    from ..samplers import SCHEDULES
+
+    if text is None or text in SCHEDULES:
         return text
     try:
         vals = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ValueError(
-            f"--schedule must be uniform_t, log, karras or a comma-separated list of σ; got {text!r}"
+            f"--schedule must be uniform_t, log, logsnr, karras or a comma-separated list of σ; got {text!r}"
         ) from None
     return vals
 
