@@ -236,6 +236,33 @@ def _f(v, spec=".4f"):
     return "—" if v is None else format(v, spec)
 
 
+def interleaved_timing(args) -> dict:
+    """Median seconds per training step of every objective, measured round-robin (rounds × a few steps each)
+    so that a changing machine load affects all objectives alike."""
+    from scorekit.data import load_data
+
+    sets = {}
+    if "2d" in args.data:
+        data2d = ring_mixture().sample(4096, torch.Generator().manual_seed(100))[0].float()
+        sets["2-D mixture"] = (data2d, (2,), "vector", args.batch_2d, args.lr_2d, 20)
+    if "digits" in args.data:
+        digits = load_data("digits", split="train").data
+        sets["digits"] = (digits, tuple(digits.shape[1:]), "image", args.batch_digits, args.lr_digits, 4)
+    result = {}
+    for label, (data, shape, kind, batch, lr, k) in sets.items():
+        names = [n for n in args.objectives if not (n == "ism" and kind == "image" and not args.ism_digits)]
+        models = {n: setup(n, kind, shape, args) for n in names}
+        times = {n: [] for n in names}
+        train(*models[names[0]], data, 2, batch, lr, seed=0)  # warm-up
+        for _ in range(args.timing_rounds):
+            for n in names:
+                _, sec, _ = train(*models[n], data, k, batch, lr, seed=0)
+                times[n].append(sec)
+        result[label] = {n: float(np.median(v)) for n, v in times.items()}
+        print(label, {n: round(v, 4) for n, v in result[label].items()}, flush=True)
+    return result
+
+
 def _fmt_row(r: dict) -> str:
     if "skipped" in r:
         return f"| {r['data']} | {r['objective']} | skipped: {r['skipped']} | | | | |"
@@ -285,13 +312,22 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "objectives"))
     p.add_argument("--quick", action="store_true", help="smoke run: tiny sample counts")
     p.add_argument("--no-plot", dest="plot", action="store_false")
+    p.add_argument("--timing-only", action="store_true", help="only the interleaved s/step measurement")
+    p.add_argument("--timing-rounds", type=int, default=5)
+    p.add_argument("--timing", default=None, metavar="JSON", help="with --render: add the interleaved s/step column")
     p.add_argument("--render", default=None, metavar="JSON", help="only rewrite the markdown table from a results JSON")
     args = p.parse_args(argv)
     if args.render:  # one JSON, or several (comma-separated) merged into one table written to --out
         out = args.out
         parts = [json.loads(Path(f).read_text()) for f in args.render.split(",")]
+        timing_path = args.timing
         for k, v in parts[0]["settings"].items():
             setattr(args, k, v)
+        for part in parts[1:]:  # a digits-only part describes the digits settings
+            if part["settings"].get("data") == "digits":
+                for k in ("steps_digits", "batch_digits", "lr_digits", "channels", "num_images", "nll_images"):
+                    setattr(args, k, part["settings"][k])
+        args.timing = timing_path
         if len(parts) > 1:
             args.out = out
         rows = [r for part in parts for r in part["rows"]]
@@ -308,6 +344,15 @@ def main(argv=None) -> int:
     rows: list = []
     t0 = time.time()
     args._t0 = t0
+    if args.timing_only:
+        timing = interleaved_timing(args)
+        out = Path(args.out).with_suffix(".json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        record = {"argv": args._argv, "timing_rounds": args.timing_rounds, "threads": args.threads,
+                  "median_sec_per_step": timing}  # fmt: skip
+        out.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {out}")
+        return 0
     print(HEADER)
     if "2d" in args.data:
         run_2d(args, rows)
@@ -361,7 +406,23 @@ def _write_markdown(args, rows: list, total: float, commands: list) -> None:
         "",
         HEADER,
     ]
-    lines += [_fmt_row(r) for r in rows]
+    timing = None
+    if getattr(args, "timing", None):
+        timing = json.loads(Path(args.timing).read_text())["median_sec_per_step"]
+        lines[-1] = (
+            HEADER.replace("| sample NFE |", "| sample NFE | s/step, interleaved |")
+            .replace("| --- |\n", "| --- |\n", 1)
+            .replace("| --- | --- | --- | --- | --- | --- | --- |", "| --- | --- | --- | --- | --- | --- | --- | --- |")
+        )
+        lines.insert(-2, "s/step: measured during that row's training run (machine load varied over the run); "
+                     "'interleaved': median of rounds in which every objective trains a few steps in turn "
+                     f"(`--timing-only`, {args.timing}).")  # fmt: skip
+    for r in rows:
+        line = _fmt_row(r)
+        if timing is not None:
+            t = timing.get(r.get("data"), {}).get(r.get("objective"))
+            line += f" {_f(t, '.4f')} |"
+        lines.append(line)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
