@@ -19,7 +19,15 @@ def add_arguments(p):
     p.add_argument("--steps", type=int, default=None, help="training steps (default 2000)")
     p.add_argument("--batch-size", type=int, default=None, help="per-process batch size (default 128)")
     p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 2e-4)")
-    p.add_argument("--objective", default=None, help="training objective (default depends on the process)")
+    p.add_argument(
+        "--objective",
+        default=None,
+        help="dsm | dsm_likelihood | dsm_single | ncsn | ism | ssm | ddpm_simple | ddpm_vlb | ddpm_hybrid | edm "
+        "(default depends on the process)",
+    )
+    p.add_argument(
+        "--objective-opt", action="append", default=[], metavar="KEY=VALUE", help="objective option, repeatable"
+    )
     p.add_argument("--out", default="runs/run", help="run directory (default runs/run)")
     p.add_argument("--config", default=None, help="JSON config file (full, or a partial one merged onto the defaults)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 500)")
@@ -83,6 +91,19 @@ def build_config(args) -> dict:
         tr["compile"] = True
     if args.objective:
         cfg["objective"] = args.objective
+    if args.objective_opt:
+        from ..sampling import parse_sampler_options
+
+        cfg.setdefault("objective_options", {}).update(parse_sampler_options(args.objective_opt))
+    if (
+        cfg["objective"] == "ddpm_hybrid"
+        and cfg["network"].get("arch") == "unet"
+        and not cfg["network"].get("out_channels")
+    ):
+        # learned reverse variances (Improved DDPM): the network outputs 2C channels, D uses the first C
+        c = int(cfg["network"]["in_channels"])
+        cfg["network"]["out_channels"] = 2 * c
+        cfg["denoiser"]["output_channels"] = c
     return cfg
 
 
