@@ -219,12 +219,13 @@ def main(argv=None):
     ap.add_argument("--digits-classifier", default=None)
     ap.add_argument("--digits-num", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name", default="dmcmc", help="output file stem (default dmcmc)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     all_rows, baselines, floors, configs = [], {}, {}, {}
-    problems = args.problems.split(",")
+    problems = [p for p in args.problems.split(",") if p]
     for label, gmm in (("2d", ring_mixture()), ("16d", mixture_16d())):
         if label not in problems:
             continue
@@ -308,7 +309,7 @@ def main(argv=None):
         "dlg_configs": configs,
         "num": args.num,
     }
-    (out / "dmcmc.json").write_text(json.dumps(result, indent=1, default=str))
+    (out / f"{args.name}.json").write_text(json.dumps(result, indent=1, default=str))
     md = [
         "# Denoising MCMC benchmark",
         "",
@@ -344,8 +345,8 @@ def main(argv=None):
             "",
             f"ratio: {target2['ratio']:.3f} (target ≤ 0.7)",
         ]
-    (out / "dmcmc.md").write_text("\n".join(md) + "\n")
-    plot(all_rows, out / "dmcmc.png")
+    (out / f"{args.name}.md").write_text("\n".join(md) + "\n")
+    plot(all_rows, out / f"{args.name}.png")
     print("\n".join(md[-40:]))
 
 

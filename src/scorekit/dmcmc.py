@@ -852,7 +852,7 @@ def _side_by_side(path: Path, left: Tensor, right: Tensor, nrow: int = 10) -> No
     Image.fromarray(img).resize((img.shape[1] * 4, img.shape[0] * 4), Image.NEAREST).save(path)
 
 
-DIGITS_DLG = dict(chains=100, skip=1, eta=0.05, burn_in=10, init_steps=20, finisher_steps=3)
+DIGITS_DLG = dict(chains=100, skip=1, eta=0.5, burn_in=10, init_steps=20, finisher_steps=3)  # from a small η sweep
 
 
 def quickstart_comparison(
