@@ -229,7 +229,7 @@ def main(argv=None):
     for label, gmm in (("2d", ring_mixture()), ("16d", mixture_16d())):
         if label not in problems:
             continue
-        ref, _ = gmm.sample(50000, torch.Generator().manual_seed(1))
+        ref, _ = gmm.sample(args.num, torch.Generator().manual_seed(1))  # equal sizes: exact sorted matching
         proj = torch.Generator().manual_seed(2)
 
         def metric(x, ref=ref):
@@ -313,7 +313,7 @@ def main(argv=None):
     md = [
         "# Denoising MCMC benchmark",
         "",
-        "Error: sliced W2 to 50k exact samples (mixtures), digits FID (digits). "
+        "Error: sliced W2 to as many exact mixture samples (mixtures), digits FID (digits). "
         "DLG NFE includes the amortised start-up; classifier evaluations listed separately.",
         "",
         f"Noise floor (exact samples of the same size): {json.dumps({k: round(v, 4) for k, v in floors.items()})}",
