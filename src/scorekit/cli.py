@@ -61,6 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _default_threads() -> None:
+    """CPU threads: honour OMP_NUM_THREADS / SCOREKIT_THREADS, else use half the cores. On a busy 2-core machine
+    two OpenMP threads per process were measured 50× slower than one (spin-waiting on shared cores)."""
+    import torch
+
+    want = os.environ.get("SCOREKIT_THREADS")
+    if want is None and "OMP_NUM_THREADS" in os.environ:
+        return
+    n = int(want) if want and want.isdigit() and int(want) > 0 else max(1, (os.cpu_count() or 2) // 2)
+    torch.set_num_threads(n)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -68,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = os.environ.get("SCOREKIT_DEBUG") == "1"
+    _default_threads()
     try:
         rc = args._run(args)
     except KeyboardInterrupt:
