@@ -136,3 +136,24 @@ def test_torchrun_two_ranks_train_like_one_with_the_same_global_batch(tmp_path, 
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
     cfg = json.loads((tmp_path / "two" / "config.json").read_text())
     assert cfg["training"]["batch_size"] == 16 and cfg["training"].get("world_size") in (None, 2)
+
+
+def test_resume_on_a_different_world_size(tmp_path, small_config):
+    """3 steps on 2 ranks (batch 16 each), then resumed on 1 process with batch 32: same weights as 6 steps on 1."""
+    common = ["--data", "moons", "--process", "vp", "--config", small_config, "--no-progress"]
+    _cli("train", *common, "--steps", "6", "--batch-size", "32", "--out", str(tmp_path / "one"))
+    p = subprocess.run(
+        [TORCHRUN, "--standalone", "--nproc_per_node=2", "--no-python", SCOREKIT, "train", *common]
+        + ["--steps", "3", "--batch-size", "16", "--out", str(tmp_path / "mixed")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    _cli("train", "--resume", "--steps", "6", "--batch-size", "32", "--out", str(tmp_path / "mixed"), "--no-progress")
+    for name in ("model", "ema"):
+        a, _ = ckpt.load_tensors(tmp_path / "one" / f"{name}.safetensors")
+        b, _ = ckpt.load_tensors(tmp_path / "mixed" / f"{name}.safetensors")
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)

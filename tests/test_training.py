@@ -131,3 +131,40 @@ def test_dsm_trained_mlp_matches_gmm_within_twice_the_floor(tmp_path):
     floor = sum(sliced_wasserstein(refs[i], refs[i + 1]) for i in range(0, 6, 2)) / 3
     err = sliced_wasserstein(out, gmm.sample(n, torch.Generator().manual_seed(99))[0])
     assert err < 2 * floor + 0.02, (err, floor)
+
+
+def test_nan_policy_skip_skips_the_bad_step_and_keeps_training(tmp_path, monkeypatch):
+    from scorekit import losses
+
+    calls = {"n": 0}
+    base = losses.OBJECTIVES["dsm"]
+
+    def flaky(process, **kw):
+        inner = base(process, **kw)
+
+        class Flaky(type(inner)):
+            def __call__(self, *a, **k):
+                calls["n"] += 1
+                out = super().__call__(*a, **k)
+                return out * float("nan") if calls["n"] == 3 else out
+
+        inner.__class__ = Flaky
+        return inner
+
+    monkeypatch.setitem(losses.OBJECTIVES, "dsm", flaky)
+    cfg = _small_cfg(steps=6)
+    cfg["training"].update(nan_policy="skip", log_every=1)
+    res = train(cfg, tmp_path / "r", progress=False)
+    assert res.step == 6
+    log = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["skipped"] == 1
+    m, _ = ckpt.load_tensors(tmp_path / "r" / "model.safetensors")
+    assert all(torch.isfinite(v).all() for v in m.values())
+
+
+def test_periodic_sample_plots(tmp_path):
+    cfg = _small_cfg(steps=4)
+    cfg["training"].update(sample_every=2, sample_steps=3)
+    train(cfg, tmp_path / "r", progress=False)
+    pngs = sorted(p.name for p in (tmp_path / "r" / "samples").glob("*.png"))
+    assert pngs == ["step_00000002.png", "step_00000004.png"]

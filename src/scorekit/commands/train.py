@@ -121,6 +121,8 @@ def run(args) -> int:
         cfg = read_config(args.out)
         if args.steps is not None:
             cfg["training"]["steps"] = args.steps
+        if args.batch_size is not None:  # e.g. resuming on another world size with the same global batch
+            cfg["training"]["batch_size"] = args.batch_size
     else:
         cfg = build_config(args)
     cfg = validate_config(cfg)
