@@ -16,7 +16,9 @@ NUMBERS = ["-1", "0", "1", "2", "nan", "inf", "abc", "", "1e12", "0.5"]
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("fuzz")
     good = d / "gmm.json"
-    good.write_text(json.dumps({"weights": [0.5, 0.5], "means": [[-1, 0], [1, 0]], "variances": [[0.1, 0.1], [0.1, 0.1]]}))
+    good.write_text(
+        json.dumps({"weights": [0.5, 0.5], "means": [[-1, 0], [1, 0]], "variances": [[0.1, 0.1], [0.1, 0.1]]})
+    )
     bad = d / "bad.json"
     bad.write_text('{"weights": [1], "means": [[0, 0]], "variances": [[-1')
     shapes = d / "shapes.json"
