@@ -81,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     debug = os.environ.get("SCOREKIT_DEBUG") == "1"
     _default_threads()
+    ok = False
     try:
         rc = args._run(args)
+        ok = True
     except KeyboardInterrupt:
         sys.stderr.write(f"scorekit {args.command}: interrupted\n")
         return 130
@@ -98,7 +100,22 @@ def main(argv: list[str] | None = None) -> int:
         msg = " ".join(str(e).split()) or type(e).__name__
         sys.stderr.write(f"scorekit {args.command}: error: {type(e).__name__}: {msg}\n")
         return 1
+    finally:
+        _shutdown_distributed(ok)
     return int(rc or 0)
+
+
+def _shutdown_distributed(ok: bool) -> None:
+    """Leave the torchrun process group together: ranks that finish at different moments otherwise tear down
+    gloo connections under each other (seen as SIGABRT at exit)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            if ok:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":  # pragma: no cover
