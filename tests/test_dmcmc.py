@@ -291,8 +291,11 @@ def test_sample_command_with_dlg_and_the_exact_posterior(tmp_path, capsys):
     per_chain = (2 * 5 - 1) + 3 + 3 * 2 + 3 * (2 * 2 - 1)  # start-up, burn-in, 3 rounds of skip + finisher
     assert float(d["nfe"]) == pytest.approx(20 * per_chain / 60)
     capsys.readouterr()
+    before = out.read_bytes()
     assert main(common + dlg) == 2  # no estimator given
     assert "--noise-classifier" in capsys.readouterr().err
+    # the streamed output is discarded: the earlier file is intact and no temporary file is left behind
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["gmm.json", "s.npz"]
 
 
 def test_finisher_options_and_chain_labels(mixture):
@@ -344,3 +347,23 @@ def test_dlg_beats_plain_pf_euler_at_equal_nfe_in_16d():
         return sliced_wasserstein(s.double(), ref, num_projections=256, generator=torch.Generator().manual_seed(2))
 
     assert err(r.samples) < err(plain.x), (err(r.samples), err(plain.x))
+
+
+def test_streaming_sink_gets_the_same_samples_in_order(mixture):
+    gmm, _, _, est = mixture
+    cfg = DLGConfig(**{**FAST, "chains": 16}, finisher_steps=2)
+    full = sample_dlg(gmm.denoiser(), est, 70, cfg, generator=torch.Generator().manual_seed(3))
+    got, sig = [], []
+    streamed = sample_dlg(
+        gmm.denoiser(),
+        est,
+        70,
+        cfg,
+        generator=torch.Generator().manual_seed(3),
+        sink=lambda x, s: (got.append(x.clone()), sig.append(s.clone())),
+    )
+    assert [len(g) for g in got] == [16, 16, 16, 16, 6]  # one batch per round, at most `chains` rows each
+    assert streamed.samples.shape == (0, 2)  # nothing kept: memory is bounded by the chain count
+    assert torch.equal(torch.cat(got), full.samples)
+    assert torch.equal(torch.cat(sig).cpu(), full.sigma_start) and torch.equal(streamed.sigma_start, full.sigma_start)
+    assert streamed.nfe_per_sample == full.nfe_per_sample

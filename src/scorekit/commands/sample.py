@@ -204,21 +204,43 @@ def run(args) -> int:
 
     if args.dmcmc:
         from ..dmcmc import run_dlg_from_args
+        from ..sampling import NpzStreamWriter
 
-        res = run_dlg_from_args(args, den, proc, gmm=gmm, device=device, shape=shape, class_labels=labels)
-        if not is_main_process():
+        # outputs are streamed round by round into the .npz: memory is bounded by the chain count, not --num
+        writer = NpzStreamWriter(args.out, "samples", (args.num, *shape)) if is_main_process() else None
+        cap = 100 if len(shape) == 3 else 2000  # rows kept for the --grid picture
+        kept = []
+
+        def sink(x, _sigma):
+            if writer is None:
+                return
+            if not torch.isfinite(x).all():
+                raise ValueError("DLG produced non-finite values; try a smaller --dlg-eta or more --steps")
+            u = transform.to_user(x) if transform is not None else x
+            writer.append(u.float().cpu().numpy())
+            if sum(len(k) for k in kept) < cap:
+                kept.append(u.float().cpu())
+
+        try:
+            res = run_dlg_from_args(
+                args, den, proc, gmm=gmm, device=device, shape=shape, class_labels=labels, sink=sink
+            )
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        if writer is None:
             return 0
-        user = transform.to_user(res.samples) if transform is not None else res.samples
         arrays = {
-            "samples": user.float().numpy().astype(np.float32),
             "nfe": np.float64(res.nfe_per_sample),
             "sigma_start": res.sigma_start.float().numpy(),
             "classifier_evals": np.float64(res.classifier_evals_per_sample),
         }
         if labels is not None:  # DLG output i comes from chain i mod C: its label is that chain's
             arrays["labels"] = res.info.get("labels", labels).cpu().numpy().astype(np.int64)
-        save_npz_atomic(args.out, **arrays)
-        preview, nfe = user[: 100 if len(shape) == 3 else 2000], res.nfe_per_sample
+        writer.close(**arrays)
+        user = torch.cat(kept)[:cap] if kept else torch.empty((0, *shape))
+        preview, nfe = user, res.nfe_per_sample
         extra = f"; noise-classifier evaluations per sample {res.classifier_evals_per_sample:.2f}"
     else:
         preview, nfe = _generate_streaming(args, den, proc, schedule, options, device, shape, labels, transform)
