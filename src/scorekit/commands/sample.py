@@ -4,9 +4,6 @@ optionally through Denoising MCMC and/or classifier guidance."""
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -147,19 +144,9 @@ def parse_schedule(text):
     return vals
 
 
-def save_npz_atomic(path: str | Path, **arrays) -> None:
-    path = Path(path)
-    if path.suffix != ".npz":
-        raise ValueError(f"--out must end in .npz, got {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def _preview_rows(shape) -> int:
+    """Rows kept in memory for the --grid picture: 100 images or 2000 points."""
+    return 100 if len(shape) == 3 else 2000
 
 
 def save_preview(path, samples_user: torch.Tensor, kind: str, reference: torch.Tensor | None = None) -> None:
@@ -208,7 +195,7 @@ def run(args) -> int:
 
         # outputs are streamed round by round into the .npz: memory is bounded by the chain count, not --num
         writer = NpzStreamWriter(args.out, "samples", (args.num, *shape)) if is_main_process() else None
-        cap = 100 if len(shape) == 3 else 2000  # rows kept for the --grid picture
+        cap = _preview_rows(shape)
         kept = []
 
         def sink(x, _sigma):
@@ -239,8 +226,8 @@ def run(args) -> int:
         if labels is not None:  # DLG output i comes from chain i mod C: its label is that chain's
             arrays["labels"] = res.info.get("labels", labels).cpu().numpy().astype(np.int64)
         writer.close(**arrays)
-        user = torch.cat(kept)[:cap] if kept else torch.empty((0, *shape))
-        preview, nfe = user, res.nfe_per_sample
+        preview = torch.cat(kept)[:cap] if kept else torch.empty((0, *shape))
+        nfe = res.nfe_per_sample
         extra = f"; noise-classifier evaluations per sample {res.classifier_evals_per_sample:.2f}"
     else:
         preview, nfe = _generate_streaming(args, den, proc, schedule, options, device, shape, labels, transform)
@@ -268,7 +255,7 @@ def _generate_streaming(args, den, proc, schedule, options, device, shape, label
     nb = math.ceil(args.num / args.batch_size)
     writer = NpzStreamWriter(args.out, "samples", (args.num, *shape)) if rank == 0 else None
     preview, nfe_sum = [], 0.0
-    cap = 100 if len(shape) == 3 else 2000  # rows kept for the --grid picture
+    cap = _preview_rows(shape)
     bar = None
     if not args.no_progress and rank == 0:
         from tqdm.auto import tqdm
