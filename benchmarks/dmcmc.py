@@ -387,8 +387,8 @@ def main(argv=None):
         problems.append("digits")
     if "digits" in problems and args.digits_run and args.digits_classifier:
         from scorekit.checkpoint import load_denoiser
+        from scorekit.commands.quickstart import DIGITS_DLG, digits_fid
         from scorekit.data import DataTransform, load_data
-        from scorekit.dmcmc import DIGITS_DLG, digits_fid
 
         den = load_denoiser(args.digits_run)
         est = TrainedNoiseClassifier(args.digits_classifier)

@@ -33,14 +33,13 @@ import numpy as np
 import torch
 
 from scorekit.checkpoint import load_denoiser
+from scorekit.classifier_training import noise_band_accuracy, train_noisy_classifier
 from scorekit.data import Dataset, load_data
 from scorekit.guidance import (
     ClassifierFreeGuidedDenoiser,
     ClassifierGuidedDenoiser,
     NoisyClassifier,
     load_classifier,
-    noise_band_accuracy,
-    train_noisy_classifier,
 )
 from scorekit.metrics.features import get_extractor
 from scorekit.metrics.fid import fid_from_features

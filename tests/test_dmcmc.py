@@ -8,13 +8,12 @@ import pytest
 import torch
 
 from scorekit.analytic import GaussianMixture
+from scorekit.commands.dlg_flags import add_dlg_arguments, dlg_config_from_args
 from scorekit.dmcmc import (
     DLGConfig,
     ExactNoisePosterior,
     TrainedNoiseClassifier,
-    add_dlg_arguments,
     compare_heun_vs_dlg,
-    dlg_config_from_args,
     make_levels,
     noise_classifier_network_config,
     noise_level_accuracy,

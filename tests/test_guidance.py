@@ -10,20 +10,18 @@ import pytest
 import torch
 
 from scorekit.analytic import GaussianMixture
+from scorekit.classifier_training import noise_band_accuracy, train_noisy_classifier
+from scorekit.commands.guidance_flags import add_guidance_arguments, guided_denoiser_from_args
 from scorekit.guidance import (
     ClassifierFreeGuidedDenoiser,
     ClassifierGuidedDenoiser,
     ExactClassifier,
     NoisyClassifier,
     TrainedClassifier,
-    add_guidance_arguments,
     ancestral_mean_shift,
-    guided_denoiser_from_args,
     load_classifier,
-    noise_band_accuracy,
     parse_class_labels,
     sample_ancestral_mean_shift,
-    train_noisy_classifier,
 )
 from scorekit.metrics.vector import sliced_wasserstein
 from scorekit.models import build_network

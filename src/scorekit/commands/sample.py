@@ -70,7 +70,7 @@ def _has(p, flag: str) -> bool:
 def _add_dmcmc_arguments(p):
     g = p.add_argument_group("Denoising MCMC")
     try:
-        from ..dmcmc import add_dlg_arguments
+        from .dlg_flags import add_dlg_arguments
     except ImportError:
         add_dlg_arguments = None
     if add_dlg_arguments is not None:
@@ -93,7 +93,7 @@ def _add_dmcmc_arguments(p):
 def _add_guidance_arguments(p):
     g = p.add_argument_group("guidance")
     try:
-        from ..guidance import add_guidance_arguments
+        from .guidance_flags import add_guidance_arguments
     except ImportError:
         add_guidance_arguments = None
     if add_guidance_arguments is not None:
@@ -182,7 +182,7 @@ def run(args) -> int:
     schedule = parse_schedule(args.schedule)
 
     from ..analytic import GMMDenoiser
-    from ..guidance import guided_denoiser_from_args
+    from .guidance_flags import guided_denoiser_from_args
 
     den, labels = guided_denoiser_from_args(args, den, gmm=gmm, device=device)
     if labels is None and getattr(den, "num_classes", 0) > 0 and not isinstance(den, GMMDenoiser):
@@ -190,8 +190,8 @@ def run(args) -> int:
         labels = torch.randint(0, den.num_classes, (args.num,), generator=torch.Generator().manual_seed(args.seed))
 
     if args.dmcmc:
-        from ..dmcmc import run_dlg_from_args
         from ..sampling import NpzStreamWriter
+        from .dlg_flags import run_dlg_from_args
 
         # outputs are streamed round by round into the .npz: memory is bounded by the chain count, not --num
         writer = NpzStreamWriter(args.out, "samples", (args.num, *shape)) if is_main_process() else None

@@ -27,8 +27,8 @@ def add_arguments(p):
 def run(args) -> int:
     import torch
 
+    from ..classifier_training import train_noisy_classifier
     from ..data import load_data
-    from ..guidance import train_noisy_classifier
     from ..processes import get_process
 
     if args.steps <= 0:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, save_tensors, write_config
+from ..checkpoint import CheckpointError, save_tensors, write_config
 
 __all__ = [
     "SCORE_SDE_CONFIGS",
@@ -381,7 +381,7 @@ def _prepare_out(out: str | Path, overwrite: bool) -> Path:
 
 def _template(net_cfg: dict) -> torch.nn.Module:
     """The network built on the meta device: names, shapes, dtypes and trainability, no memory."""
-    from .models.registry import build_network
+    from ..models.registry import build_network
 
     with torch.device("meta"):
         return build_network(dict(net_cfg))

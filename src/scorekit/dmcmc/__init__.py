@@ -1,0 +1,28 @@
+"""Denoising MCMC (Kim & Ye 2022): noise-level estimators, the Denoising Langevin Gibbs driver, and the
+training of the noise-level classifier."""
+
+from .dlg import DLGConfig, DMCMCResult, compare_heun_vs_dlg, sample_dlg
+from .estimators import ExactNoisePosterior, NoiseLevelEstimator, TrainedNoiseClassifier, make_levels
+from .noise_training import (
+    noise_classifier_network_config,
+    noise_level_accuracy,
+    save_noise_classifier_run,
+    train_noise_classifier,
+    train_noise_classifier_run,
+)
+
+__all__ = [
+    "make_levels",
+    "NoiseLevelEstimator",
+    "ExactNoisePosterior",
+    "TrainedNoiseClassifier",
+    "noise_classifier_network_config",
+    "train_noise_classifier",
+    "train_noise_classifier_run",
+    "noise_level_accuracy",
+    "save_noise_classifier_run",
+    "DLGConfig",
+    "DMCMCResult",
+    "sample_dlg",
+    "compare_heun_vs_dlg",
+]

@@ -1,0 +1,244 @@
+"""Training the noise-level classifier of Denoising MCMC (Kim & Ye 2022, Sec. 4) and its run directory."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..models.parameterization import bcast
+from ..processes import get_process
+from .estimators import make_levels
+
+
+def noise_classifier_network_config(shape: tuple[int, ...], num_levels: int, **overrides) -> dict:
+    """The reference CNN for images [C, H, W]; an MLP for vectors [D]."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 3:
+        cfg = {"arch": "noise_level_cnn", "in_channels": shape[0], "num_levels": int(num_levels)}
+    elif len(shape) == 1:
+        cfg = {"arch": "noise_level_mlp", "dim": shape[0], "num_levels": int(num_levels)}
+    else:
+        raise ValueError(f"noise classifier supports images [C, H, W] or vectors [D], not shape {shape}")
+    cfg.update(overrides)
+    return cfg
+
+
+def _noisy_batch(x0: Tensor, levels: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """x = x0 + σ_y·ε with y uniform over the grid (the classifier's training distribution)."""
+    y = torch.randint(0, levels.numel(), (x0.shape[0],), generator=generator)
+    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+    sig = levels[y].to(x0.dtype)
+    return x0 + bcast(sig, x0) * eps, y
+
+
+@torch.no_grad()
+def noise_level_accuracy(
+    log_probs: Callable[[Tensor], Tensor],
+    data: Tensor,
+    levels: Tensor,
+    *,
+    num: int = 2000,
+    generator: torch.Generator | None = None,
+    tolerances: tuple[int, ...] = (0, 1, 5, 20),
+    batch_size: int = 500,
+    device="cpu",
+) -> dict:
+    """Accuracy of argmax p(σ | x) on x0 + σ_y·ε, y uniform: exact and within ±k levels (with chance rates)."""
+    gen = generator if generator is not None else torch.Generator().manual_seed(12345)
+    levels = torch.as_tensor(levels, dtype=torch.float64).cpu()
+    L = levels.numel()
+    idx = torch.randint(0, data.shape[0], (int(num),), generator=gen)
+    hits = {k: 0 for k in tolerances}
+    abs_err = 0.0
+    for start in range(0, int(num), batch_size):
+        x0 = data[idx[start : start + batch_size]].float()
+        x, y = _noisy_batch(x0, levels, gen)
+        pred = log_probs(x.to(device)).argmax(1).cpu()
+        d = (pred - y).abs()
+        abs_err += float(d.sum())
+        for k in tolerances:
+            hits[k] += int((d <= k).sum())
+    out = {"num": int(num), "levels": L, "mean_abs_level_error": abs_err / int(num)}
+    for k in tolerances:
+        name = "exact" if k == 0 else f"within_{k}"
+        out[name] = hits[k] / int(num)
+        # chance: a uniform guess against a uniform label, counting the clipped band at the grid's ends
+        band = sum(min(L - 1, y + k) - max(0, y - k) + 1 for y in range(L)) / L
+        out[f"chance_{name}"] = band / L
+    return out
+
+
+def train_noise_classifier(
+    data: Tensor,
+    levels: Tensor,
+    *,
+    steps: int = 2000,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device="cpu",
+    network: dict | None = None,
+    log: Callable[[dict], None] | None = None,
+    log_every: int = 100,
+):
+    """Cross-entropy on x0 + σ_y·ε, y ~ U{0..L−1} (Kim & Ye 2022, Sec. 4), Adam. Returns (net, net_config)."""
+    from ..models.registry import build_network
+
+    if data.ndim < 2 or data.shape[0] < 1:
+        raise ValueError("training a noise classifier needs a non-empty [N, *shape] data tensor")
+    if int(steps) < 1 or int(batch_size) < 1:
+        raise ValueError("steps and batch size must be >= 1")
+    levels = torch.as_tensor(levels, dtype=torch.float64).cpu()
+    net_cfg = network or noise_classifier_network_config(tuple(data.shape[1:]), levels.numel())
+    torch.manual_seed(int(seed))  # parameter initialisation
+    net = build_network(net_cfg).to(device)
+    gen = torch.Generator().manual_seed(int(seed))
+    opt = torch.optim.Adam(net.parameters(), lr=float(lr))
+    data = data.float()
+    running, t0 = 0.0, time.time()
+    for step in range(1, int(steps) + 1):
+        idx = torch.randint(0, data.shape[0], (int(batch_size),), generator=gen)
+        x, y = _noisy_batch(data[idx], levels, gen)
+        loss = torch.nn.functional.cross_entropy(net(x.to(device)), y.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        running += float(loss.detach())
+        if log is not None and (step % log_every == 0 or step == int(steps)):
+            n = log_every if step % log_every == 0 else step % log_every
+            log({"step": step, "loss": running / n, "seconds": round(time.time() - t0, 2)})
+            running = 0.0
+    return net.eval(), net_cfg
+
+
+def save_noise_classifier_run(out_dir: str | Path, net, config: dict) -> None:
+    """Write a kind="noise_classifier" run directory: config.json + model.safetensors (checksummed)."""
+    from ..checkpoint import save_tensors, write_config
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_tensors(out / "model.safetensors", net.state_dict(), {"kind": "noise_classifier"})
+    write_config(out, {**config, "kind": "noise_classifier"})
+
+
+def _model_range_data(spec: str, run_cfg: dict, split: str):
+    """The data in the *score model's* model range (the run's recorded transform), whatever the spec."""
+    from ..data import DataTransform, load_data
+
+    ds = load_data(spec, split=split)
+    transform = run_cfg.get("data", {}).get("transform")
+    if transform is None:
+        return ds.data.float(), ds
+    t = DataTransform.from_config(transform)
+    if t.kind != ds.kind:
+        raise ValueError(f"data {spec!r} is {ds.kind} data but the run was trained on {t.kind} data")
+    x = t.to_model(ds.user_data()).float()
+    expected = tuple(run_cfg.get("data", {}).get("shape", x.shape[1:]))
+    if tuple(x.shape[1:]) != expected:
+        raise ValueError(f"data {spec!r} has sample shape {tuple(x.shape[1:])}, the run expects {expected}")
+    return x, ds
+
+
+def train_noise_classifier_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    data: str | None = None,
+    steps: int = 2000,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device="cpu",
+    num_levels: int = 1000,
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
+    eval_num: int = 2000,
+    log: Callable[[dict], None] | None = None,
+) -> dict:
+    """Train the noise-level classifier for a score-model run on its data and process; write a
+    kind="noise_classifier" run directory (config with levels, transform, process, accuracy). Returns the config."""
+    import json
+
+    from ..checkpoint import read_config
+
+    if int(steps) < 1 or int(batch_size) < 1 or int(num_levels) < 2 or int(eval_num) < 1:
+        raise ValueError("steps, batch size and eval num must be >= 1 and levels >= 2")
+    run_cfg = read_config(run_dir)
+    if run_cfg.get("kind", "score_model") != "score_model":
+        raise ValueError(f"{run_dir} holds a {run_cfg.get('kind')!r}, not a score model run")
+    if "process" not in run_cfg:
+        raise ValueError(f"{Path(run_dir) / 'config.json'} has no 'process' section")
+    process = get_process(run_cfg["process"])
+    spec = data or run_cfg.get("data", {}).get("spec")
+    if not spec:
+        raise ValueError("the run records no data spec; pass --data")
+    train_x, ds = _model_range_data(spec, run_cfg, "train")
+    try:
+        test_x, _ = _model_range_data(spec, run_cfg, "test")
+    except ValueError:
+        test_x = train_x
+    smin = float(sigma_min) if sigma_min is not None else process.sigma_min
+    smax = float(sigma_max) if sigma_max is not None else process.sigma_max
+    if smax > process.sigma_max * (1 + 1e-6):
+        raise ValueError(f"sigma_max {smax:g} exceeds the process's σ_max {process.sigma_max:g}")
+    levels = make_levels(smin, smax, num_levels)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "log.jsonl", "w") as log_f:
+
+        def _log(rec):
+            log_f.write(json.dumps(rec) + "\n")
+            log_f.flush()
+            if log is not None:
+                log(rec)
+
+        net_cfg = noise_classifier_network_config(tuple(train_x.shape[1:]), num_levels)
+        net, net_cfg = train_noise_classifier(
+            train_x,
+            levels,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            device=device,
+            network=net_cfg,
+            log=_log,
+        )
+        acc = noise_level_accuracy(
+            lambda x: torch.log_softmax(net(x), 1),
+            test_x,
+            levels,
+            num=eval_num,
+            generator=torch.Generator().manual_seed(int(seed) + 1),
+            device=device,
+        )
+        _log({"step": int(steps), "accuracy": acc})
+    config = {
+        "kind": "noise_classifier",
+        "score_run": str(Path(run_dir)),
+        "data": {**run_cfg.get("data", ds.to_config()), "spec": spec},
+        "process": process.to_config(),
+        "network": net_cfg,
+        "levels": {
+            "sigma_min": smin,
+            "sigma_max": smax,
+            "num": int(num_levels),
+            "grid": "sigma_min*(sigma_max/sigma_min)**linspace(1, 1e-3, num)",
+            "values": levels.tolist(),
+        },
+        "training": {
+            "steps": int(steps),
+            "batch_size": int(batch_size),
+            "lr": float(lr),
+            "seed": int(seed),
+            "optimizer": "adam",
+            "loss": "cross_entropy",
+        },
+        "accuracy": acc,
+    }
+    save_noise_classifier_run(out, net.cpu(), config)
+    return config
