@@ -16,6 +16,7 @@ NETWORKS: dict[str, str] = {
     "ncsnpp": "ncsnpp:NCSNpp",
     "adm_unet": "adm:ADMUNet",
     "adm_classifier": "adm:ADMEncoderClassifier",
+    "diffusers_unet2d": "diffusers_unet:DiffusersUNet2D",
     "noise_level_cnn": "noise_classifier:NoiseLevelCNN",
     "noise_level_mlp": "noise_classifier:NoiseLevelMLP",
     "noisy_classifier_unet": "classifiers:NoisyUNetClassifier",
