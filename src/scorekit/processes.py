@@ -309,7 +309,10 @@ class DDPM(Process):
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
         cosine_s: float = 0.008,
+        betas: list[float] | None = None,
     ):
+        if betas is not None:  # an explicit β table (diffusers' trained_betas); its length sets T
+            num_steps, schedule = len(betas), "explicit"
         if int(num_steps) < 2:
             raise ValueError(f"DDPM needs num_steps >= 2, got {num_steps}")
         self.num_steps = int(num_steps)
@@ -327,8 +330,20 @@ class DDPM(Process):
             u = torch.arange(T + 1, dtype=torch.float64) / T
             abar = f(u) / f(torch.zeros((), dtype=torch.float64))
             betas = (1 - abar[1:] / abar[:-1]).clamp(max=0.999)
+        elif schedule == "scaled_linear":  # linear in sqrt(β) (latent diffusion's schedule)
+            if not (0 < beta_start < beta_end < 1):
+                raise ValueError(
+                    f"DDPM scaled_linear schedule needs 0 < beta_start < beta_end < 1, got {beta_start}, {beta_end}"
+                )
+            betas = torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float64) ** 2
+        elif schedule == "explicit":
+            if betas is None:
+                raise ValueError("DDPM schedule 'explicit' needs betas=[...]")
+            betas = torch.as_tensor(betas, dtype=torch.float64).reshape(-1)
+            if not bool(((betas > 0) & (betas < 1)).all()):
+                raise ValueError("DDPM explicit betas must all lie in (0, 1)")
         else:
-            raise ValueError(f"unknown DDPM schedule {schedule!r} (linear, cosine)")
+            raise ValueError(f"unknown DDPM schedule {schedule!r} (linear, cosine, scaled_linear, or betas=[...])")
         self.betas = betas
         self.alphas_cumprod = torch.cumprod(1 - betas, 0)
         self.sigmas = torch.sqrt((1 - self.alphas_cumprod) / self.alphas_cumprod)
@@ -389,6 +404,7 @@ class DDPM(Process):
             "beta_start": self.beta_start,
             "beta_end": self.beta_end,
             "cosine_s": self.cosine_s,
+            **({"betas": [float(b) for b in self.betas]} if self.schedule == "explicit" else {}),
         }
 
 
