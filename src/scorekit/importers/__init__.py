@@ -659,3 +659,5 @@ def import_adm(
             },
         )
     return out
+
+from .diffusers import export_diffusers, import_diffusers  # noqa: E402  (diffusers UNet2DModel pipelines)
