@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "evaluate",
     "report",
     "import_cmd",
+    "export",
 ]
 
 

@@ -26,12 +26,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--classifier-config", metavar="NAME|FILE.json", help="classifier config name or JSON file")
     p.add_argument("--out", required=True, metavar="RUN", help="run directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    p = sub.add_parser("diffusers", help="diffusers UNet2DModel pipeline folder (or UNet folder + scheduler config)")
+    p.add_argument("path", metavar="PATH", help="folder saved by diffusers' save_pretrained")
+    p.add_argument("--scheduler-config", metavar="FILE.json", help="scheduler_config.json if not found in PATH")
+    p.add_argument("--out", required=True, metavar="RUN", help="run directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
 
 
 def run(args) -> int:
     from ..importers import import_adm, import_score_sde
 
-    if args.source == "score-sde":
+    if args.source == "diffusers":
+        from ..importers.diffusers import import_diffusers
+
+        out = import_diffusers(args.path, args.out, scheduler_config=args.scheduler_config, overwrite=args.overwrite)
+    elif args.source == "score-sde":
         out = import_score_sde(args.checkpoint, args.config, args.out, ema=not args.no_ema, overwrite=args.overwrite)
     else:
         out = import_adm(

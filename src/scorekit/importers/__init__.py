@@ -660,4 +660,6 @@ def import_adm(
         )
     return out
 
-from .diffusers import export_diffusers, import_diffusers  # noqa: E402  (diffusers UNet2DModel pipelines)
+
+from .diffusers import export_diffusers as export_diffusers  # noqa: E402  (diffusers UNet2DModel pipelines)
+from .diffusers import import_diffusers as import_diffusers  # noqa: E402

@@ -327,7 +327,8 @@ def _scheduler_from_run(cfg: dict) -> dict:
         sched.update({"num_train_timesteps": len(p["betas"]), "trained_betas": list(p["betas"])})
     else:
         schedule = p.get("schedule", "linear")
-        if schedule not in _EXPORT_SCHEDULE or (schedule == "cosine" and not math.isclose(p.get("cosine_s", 0.008), 0.008)):
+        odd_cosine = schedule == "cosine" and not math.isclose(p.get("cosine_s", 0.008), 0.008)
+        if schedule not in _EXPORT_SCHEDULE or odd_cosine:
             raise ValueError(f"ddpm schedule {schedule!r} has no diffusers beta_schedule")
         sched.update(
             {
