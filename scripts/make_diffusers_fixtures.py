@@ -25,6 +25,8 @@ from diffusers import (
     DDPMPipeline,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
+    ScoreSdeVePipeline,
+    ScoreSdeVeScheduler,
     UNet2DModel,
 )
 from safetensors.torch import save_file
@@ -133,11 +135,63 @@ def make(name: str, unet_kw: dict, sched_cls, sched_kw: dict, layout: str, seed:
     save_file({k: v.contiguous() for k, v in ref.items()}, str(OUT / f"{name}_reference.safetensors"), metadata=meta)
 
 
+# NCSN++ as diffusers packages it (ScoreSdeVePipeline): FIR skip blocks, Fourier features of log σ, output / σ.
+# Attention inside the skip blocks needs 32 channels (its GroupNorm has 32 groups); the stored fixture keeps to
+# the attention-free skip blocks and the mid-block attention to stay small.
+VE_UNET = {
+    **TINY,
+    "block_out_channels": (16, 16),
+    "norm_num_groups": None,
+    "attention_head_dim": None,
+    "down_block_types": ("SkipDownBlock2D", "SkipDownBlock2D"),
+    "up_block_types": ("SkipUpBlock2D", "SkipUpBlock2D"),
+    "time_embedding_type": "fourier",
+    "mid_block_scale_factor": 2**0.5,
+    "norm_eps": 1e-6,
+    "freq_shift": 1,
+}
+
+
+def make_ve(name: str, seed: int) -> None:
+    """VE pipeline + network outputs at σ values + one reverse-diffusion predictor step's mean (step_pred)."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    unet = UNet2DModel(**VE_UNET).eval()
+    perturb(unet, gen)
+    sched = ScoreSdeVeScheduler(num_train_timesteps=100, sigma_min=0.01, sigma_max=50.0)
+    folder = OUT / name
+    if folder.exists():
+        shutil.rmtree(folder)
+    ScoreSdeVePipeline(unet=unet, scheduler=sched).save_pretrained(folder)
+    ref = {}
+    with torch.no_grad():
+        ref["net_x"] = torch.randn(3, 3, 8, 8, generator=gen)
+        ref["net_t"] = torch.tensor([0.02, 1.3, 45.0])  # the network's "timestep" is σ itself
+        ref["net_out"] = unet(ref["net_x"], ref["net_t"]).sample
+        sched.set_timesteps(STEPS)
+        sched.set_sigmas(STEPS)
+        i = 1
+        t, sigma = sched.timesteps[i], sched.sigmas[i]
+        x = torch.randn(2, 3, 8, 8, generator=gen) * sigma
+        out = sched.step_pred(unet(x, sigma * torch.ones(2)).sample, t, x, generator=gen)
+        index = (t * (len(sched.timesteps) - 1)).long()
+        ref["pred_x"], ref["pred_sigma"] = x, sigma.reshape(1)
+        ref["pred_sigma_next"] = sched.discrete_sigmas[index - 1].reshape(1) if index > 0 else torch.zeros(1)
+        ref["pred_sigma_model"] = sched.discrete_sigmas[index].reshape(1)
+        ref["pred_mean"] = out.prev_sample_mean
+    import diffusers
+
+    meta = {"diffusers_version": diffusers.__version__, "steps": str(STEPS), "layout": "score_sde_ve_pipeline"}
+    save_file({k: v.contiguous() for k, v in ref.items()}, str(OUT / f"{name}_reference.safetensors"), metadata=meta)
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for i, (name, (unet_kw, sched_cls, sched_kw, layout)) in enumerate(FIXTURES.items()):
         make(name, unet_kw, sched_cls, sched_kw, layout, seed=1000 + i)
         print(name, json.dumps(sched_kw)[:80])
+    make_ve("score_sde_ve", seed=2000)
+    print("score_sde_ve")
     total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
     print(f"{OUT}: {total / 1024:.0f} KiB")
 

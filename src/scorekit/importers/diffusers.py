@@ -15,6 +15,10 @@ the sinusoidal embedding accepts as a real number. Sampler-side settings of diff
 (`timestep_spacing`, `steps_offset`, `clip_sample`, `thresholding`, `set_alpha_to_one`) are not part of D: they
 are kept verbatim in config["diffusers"] (and written back on export); `diffusers_timesteps` reproduces a
 scheduler's inference timesteps for `--schedule` lists.
+
+`ScoreSdeVePipeline` (NCSN++ as a UNet2DModel with FIR skip blocks and Fourier features of log σ, with a
+`ScoreSdeVeScheduler`) becomes the VE process (σ_min, σ_max, t_min = sampling_eps) with the network read as the
+score, conditioned on σ itself (parameterization "score", conditioning "sigma"), data in [0, 1].
 """
 
 from __future__ import annotations
@@ -129,6 +133,11 @@ def unet_network_config(unet_config: dict, source: str = "unet config") -> dict:
 def scheduler_process_and_denoiser(sched: dict, net_cfg: dict, source: str = "scheduler config") -> tuple[dict, dict]:
     """A discrete-β diffusers scheduler config → (process config, denoiser config) of the run."""
     cls = sched.get("_class_name", "DDPMScheduler")
+    fourier = net_cfg.get("time_embedding_type", "positional") == "fourier"
+    if cls == "ScoreSdeVeScheduler":
+        return _score_sde_ve(sched, fourier, source)
+    if fourier:
+        raise ValueError(f"{source}: a Fourier-embedded (σ-conditioned) UNet needs a ScoreSdeVeScheduler, not {cls!r}")
     if cls not in _DISCRETE_SCHEDULERS:
         raise ValueError(
             f"{source}: scheduler {cls!r} is not supported (discrete β schedulers: DDPM, DDIM, DPM-Solver, …)"
@@ -172,6 +181,27 @@ def scheduler_process_and_denoiser(sched: dict, net_cfg: dict, source: str = "sc
         "sigma_data": 0.5,
         "output_channels": output_channels,
         "class_conditional": bool(net_cfg.get("num_class_embeds")),
+    }
+    return process, den
+
+
+def _score_sde_ve(sched: dict, fourier: bool, source: str) -> tuple[dict, dict]:
+    """ScoreSdeVeScheduler: the VE SDE σ(t) = σ_min (σ_max/σ_min)^t on [sampling_eps, 1]; the UNet (NCSN++) is
+    fed x and σ and returns the score (its output is divided by σ inside), so D = x + σ²·F(x, σ)."""
+    if not fourier:
+        raise ValueError(f"{source}: ScoreSdeVeScheduler needs a UNet with time_embedding_type 'fourier'")
+    process = {
+        "name": "ve",
+        "sigma_min": float(sched.get("sigma_min", 0.01)),
+        "sigma_max": float(sched.get("sigma_max", 1348.0)),
+        "t_min": float(sched.get("sampling_eps", 1e-5)),
+    }
+    den = {
+        "parameterization": "score",
+        "conditioning": "sigma",
+        "sigma_data": 0.5,
+        "output_channels": None,
+        "class_conditional": False,
     }
     return process, den
 
@@ -259,8 +289,11 @@ def import_diffusers(
             "kind": "image",
             "shape": [channels, *hw],
             "num_classes": num_classes,
-            # diffusers pipelines map model range [-1, 1] to images as x/2 + 0.5
-            "transform": {"kind": "image", "shift": 0.5, "scale": 0.5},
+            # diffusers' DDPM-family pipelines map model range [-1, 1] to images as x/2 + 0.5; ScoreSdeVePipeline
+            # clamps its samples to [0, 1] (score_sde's uncentred data)
+            "transform": {"kind": "image", "shift": 0.0, "scale": 1.0}
+            if process["name"] == "ve"
+            else {"kind": "image", "shift": 0.5, "scale": 0.5},
         },
         "process": process,
         "network": net_cfg,
@@ -318,6 +351,13 @@ _EXPORT_PREDICTION = {v: k for k, v in _PREDICTION.items()}
 def _scheduler_from_run(cfg: dict) -> dict:
     """A DDPMScheduler config for a run without a recorded one (a scorekit-trained diffusers_unet2d)."""
     p, d = cfg["process"], cfg["denoiser"]
+    if p.get("name") == "ve" and d.get("parameterization") == "score" and d.get("conditioning") == "sigma":
+        return {
+            "_class_name": "ScoreSdeVeScheduler",
+            "sigma_min": float(p["sigma_min"]),
+            "sigma_max": float(p["sigma_max"]),
+            "sampling_eps": float(p.get("t_min", 1e-5)),
+        }
     if p.get("name") != "ddpm" or d.get("conditioning") != "index":
         raise ValueError("export diffusers needs a run on the ddpm process with 'index' conditioning")
     if d.get("parameterization") not in _EXPORT_PREDICTION:
@@ -373,7 +413,8 @@ def export_diffusers(run: str | Path, out: str | Path, *, ema: bool = True, over
         unet_cfg["_diffusers_version"] = version
     sched.setdefault("_class_name", "DDPMScheduler")
     index = copy.deepcopy(recorded.get("model_index")) or {}
-    index.setdefault("_class_name", "DDIMPipeline" if sched["_class_name"] == "DDIMScheduler" else "DDPMPipeline")
+    pipelines = {"DDIMScheduler": "DDIMPipeline", "ScoreSdeVeScheduler": "ScoreSdeVePipeline"}
+    index.setdefault("_class_name", pipelines.get(sched["_class_name"], "DDPMPipeline"))
     index["unet"] = ["diffusers", "UNet2DModel"]
     index["scheduler"] = ["diffusers", sched["_class_name"]]
     (out / "unet").mkdir(parents=True, exist_ok=True)

@@ -19,10 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._sde_layers import downsample_2d, upsample_2d
+
 __all__ = ["DiffusersUNet2D", "DOWN_BLOCKS", "UP_BLOCKS", "timestep_embedding"]
 
-DOWN_BLOCKS = ("DownBlock2D", "AttnDownBlock2D")
-UP_BLOCKS = ("UpBlock2D", "AttnUpBlock2D")
+DOWN_BLOCKS = ("DownBlock2D", "AttnDownBlock2D", "SkipDownBlock2D", "AttnSkipDownBlock2D")
+UP_BLOCKS = ("UpBlock2D", "AttnUpBlock2D", "SkipUpBlock2D", "AttnSkipUpBlock2D")
+FIR_KERNEL = (1, 3, 3, 1)
 _ACTIVATIONS = {"silu": nn.SiLU, "swish": nn.SiLU, "mish": nn.Mish, "gelu": nn.GELU, "relu": nn.ReLU}
 
 
@@ -50,6 +53,18 @@ def timestep_embedding(
     if dim % 2:
         emb = F.pad(emb, (0, 1))
     return emb
+
+
+class FourierFeatures(nn.Module):
+    """[sin, cos](2π·w·log σ) with fixed random w (Tancik et al. 2020; NCSN++'s noise-level embedding)."""
+
+    def __init__(self, dim: int, scale: float = 16.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(dim) * scale, requires_grad=False)
+
+    def forward(self, sigma: Tensor) -> Tensor:
+        arg = sigma.float().log()[:, None] * self.weight[None].float() * 2 * math.pi
+        return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
 
 
 class TimestepMLP(nn.Module):
@@ -80,21 +95,31 @@ class ResnetBlock(nn.Module):
         dropout: float,
         time_scale_shift: str,
         output_scale_factor: float = 1.0,
+        groups_out: int | None = None,
+        shortcut: bool | None = None,
+        resample: str | None = None,
     ):
         super().__init__()
         self.scale_shift = time_scale_shift == "scale_shift"
         self.output_scale_factor = float(output_scale_factor)
+        self.resample = resample  # None, or "up" / "down" with the FIR kernel (1, 3, 3, 1) (NCSN++ skip blocks)
         self.norm1 = nn.GroupNorm(groups, in_ch, eps=eps)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.time_emb_proj = nn.Linear(temb_dim, 2 * out_ch if self.scale_shift else out_ch)
-        self.norm2 = nn.GroupNorm(groups, out_ch, eps=eps)
+        self.norm2 = nn.GroupNorm(groups_out or groups, out_ch, eps=eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.act = _activation(act)
-        self.conv_shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
+        shortcut = in_ch != out_ch if shortcut is None else shortcut
+        self.conv_shortcut = nn.Conv2d(in_ch, out_ch, 1) if shortcut else None
 
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:
-        h = self.conv1(self.act(self.norm1(x)))
+        h = self.act(self.norm1(x))
+        if self.resample == "up":
+            x, h = upsample_2d(x, FIR_KERNEL), upsample_2d(h, FIR_KERNEL)
+        elif self.resample == "down":
+            x, h = downsample_2d(x, FIR_KERNEL), downsample_2d(h, FIR_KERNEL)
+        h = self.conv1(h)
         t = self.time_emb_proj(self.act(temb))[:, :, None, None]
         if self.scale_shift:
             scale, shift = t.chunk(2, dim=1)
@@ -221,6 +246,109 @@ class UpBlock(nn.Module):
         return x
 
 
+class SkipDownBlock(nn.Module):
+    """NCSN++'s down block as diffusers packages it (`SkipDownBlock2D` / `AttnSkipDownBlock2D`): residual blocks
+    scaled by 1/√2 (GroupNorm groups min(C/4, 32)), optional attention, then a FIR-downsampling residual block
+    plus a 1×1 projection of the FIR-downsampled input image (the "input skip" path of Karras et al. 2019)."""
+
+    skip = True
+
+    def __init__(self, in_ch, out_ch, layers, attention, downsample, head_dim, temb_dim, eps, act, dropout, shift):
+        super().__init__()
+        common = {"temb_dim": temb_dim, "eps": eps, "act": act, "dropout": dropout, "time_scale_shift": shift}
+        rs2 = math.sqrt(2.0)
+        self.resnets = nn.ModuleList()
+        for i in range(layers):
+            cin = in_ch if i == 0 else out_ch
+            self.resnets.append(
+                ResnetBlock(cin, out_ch, groups=_g(cin), groups_out=_g(out_ch), output_scale_factor=rs2, **common)
+            )
+        self.attentions = (
+            nn.ModuleList([SpatialAttention(out_ch, head_dim, 32, eps, rs2) for _ in range(layers)])
+            if attention
+            else None
+        )
+        if downsample:
+            self.resnet_down = ResnetBlock(
+                out_ch, out_ch, groups=_g(out_ch), output_scale_factor=rs2, shortcut=True, resample="down", **common
+            )
+            self.skip_conv = nn.Conv2d(3, out_ch, 1)
+        else:
+            self.resnet_down = self.skip_conv = None
+
+    def forward(self, x: Tensor, temb: Tensor, skip: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
+        states = []
+        for i, resnet in enumerate(self.resnets):
+            x = resnet(x, temb)
+            if self.attentions is not None:
+                x = self.attentions[i](x)
+            states.append(x)
+        if self.resnet_down is not None:
+            x = self.resnet_down(x, temb)
+            skip = downsample_2d(skip, FIR_KERNEL)
+            x = self.skip_conv(skip) + x
+            states.append(x)
+        return x, states, skip
+
+
+class SkipUpBlock(nn.Module):
+    """NCSN++'s up block (`SkipUpBlock2D` / `AttnSkipUpBlock2D`): residual blocks on [x, skip] concatenations, one
+    attention after them (Attn variant), the output-skip image path (FIR-upsampled, plus a 3×3 projection of the
+    features), then a FIR-upsampling residual block."""
+
+    skip = True
+
+    def __init__(
+        self, in_ch, prev_ch, out_ch, layers, attention, upsample, head_dim, temb_dim, eps, act, dropout, shift
+    ):
+        super().__init__()
+        common = {"temb_dim": temb_dim, "eps": eps, "act": act, "dropout": dropout, "time_scale_shift": shift}
+        rs2 = math.sqrt(2.0)
+        self.resnets = nn.ModuleList()
+        for i in range(layers):
+            rin, rskip = (prev_ch if i == 0 else out_ch), (in_ch if i == layers - 1 else out_ch)
+            # diffusers' AttnSkipUpBlock2D computes its groups as min(rin + rskip // 4, 32) (operator precedence)
+            groups = min(rin + rskip // 4, 32) if attention else _g(rin + rskip)
+            self.resnets.append(
+                ResnetBlock(
+                    rin + rskip, out_ch, groups=groups, groups_out=_g(out_ch), output_scale_factor=rs2, **common
+                )
+            )
+        self.attentions = nn.ModuleList([SpatialAttention(out_ch, head_dim, 32, eps, rs2)]) if attention else None
+        if upsample:
+            self.resnet_up = ResnetBlock(
+                out_ch,
+                out_ch,
+                groups=_g(out_ch),
+                groups_out=_g(out_ch),
+                output_scale_factor=rs2,
+                shortcut=True,
+                resample="up",
+                **common,
+            )
+            self.skip_conv = nn.Conv2d(out_ch, 3, 3, padding=1)
+            self.skip_norm = nn.GroupNorm(_g(out_ch), out_ch, eps=eps)
+            self.act = nn.SiLU()
+        else:
+            self.resnet_up = self.skip_conv = self.skip_norm = self.act = None
+
+    def forward(self, x: Tensor, skips: list[Tensor], temb: Tensor, skip):
+        for resnet in self.resnets:
+            x = resnet(torch.cat([x, skips.pop()], dim=1), temb)
+        if self.attentions is not None:
+            x = self.attentions[0](x)
+        skip = upsample_2d(skip, FIR_KERNEL) if skip is not None else 0
+        if self.resnet_up is not None:
+            skip = skip + self.skip_conv(self.act(self.skip_norm(x)))
+            x = self.resnet_up(x, temb)
+        return x, skip
+
+
+def _g(ch: int) -> int:
+    """GroupNorm groups where diffusers derives them from the width: min(C/4, 32)."""
+    return min(ch // 4, 32)
+
+
 class MidBlock(nn.Module):
     """ResNet → (attention → ResNet) (diffusers' `UNetMidBlock2D`, one layer)."""
 
@@ -288,8 +416,10 @@ class DiffusersUNet2D(nn.Module):
                 raise ValueError(f"unsupported UNet2DModel up block {b!r} (supported: {', '.join(UP_BLOCKS)})")
         if mid_block_type not in (None, "UNetMidBlock2D"):
             raise ValueError(f"unsupported UNet2DModel mid block {mid_block_type!r} (UNetMidBlock2D or null)")
-        if time_embedding_type != "positional":
-            raise ValueError(f"unsupported UNet2DModel time_embedding_type {time_embedding_type!r} (positional)")
+        if time_embedding_type not in ("positional", "fourier"):
+            raise ValueError(
+                f"unsupported UNet2DModel time_embedding_type {time_embedding_type!r} (positional, fourier)"
+            )
         if class_embed_type is not None:
             raise ValueError(f"unsupported UNet2DModel class_embed_type {class_embed_type!r} (null + num_class_embeds)")
         if resnet_time_scale_shift not in ("default", "scale_shift"):
@@ -298,8 +428,8 @@ class DiffusersUNet2D(nn.Module):
             raise ValueError(f"unsupported down/upsample type {downsample_type!r}/{upsample_type!r} (conv)")
         if not (len(down_block_types) == len(up_block_types) == len(chans)):
             raise ValueError("UNet2DModel needs as many down_block_types and up_block_types as block_out_channels")
-        if norm_num_groups is None:
-            norm_num_groups = min(chans[0] // 4, 32)
+        groups_in = int(norm_num_groups) if norm_num_groups is not None else _g(chans[0])
+        groups_mid = int(norm_num_groups) if norm_num_groups is not None else _g(chans[-1])
         _activation(act_fn)
         self.center_input_sample = bool(center_input_sample)
         self.flip_sin_to_cos, self.freq_shift = bool(flip_sin_to_cos), float(freq_shift)
@@ -307,13 +437,16 @@ class DiffusersUNet2D(nn.Module):
         self.sample_size = sample_size
         temb_dim = int(time_embedding_dim or 4 * chans[0])
         self.embed_dim = chans[0]
+        self.fourier = time_embedding_type == "fourier"
 
         self.conv_in = nn.Conv2d(in_channels, chans[0], 3, padding=1)
-        self.time_embedding = TimestepMLP(chans[0], temb_dim)
+        if self.fourier:  # NCSN++: features of log σ with random frequencies (scale 16), output divided by σ
+            self.time_proj = FourierFeatures(chans[0])
+        self.time_embedding = TimestepMLP(2 * chans[0] if self.fourier else chans[0], temb_dim)
         self.class_embedding = nn.Embedding(self.num_classes, temb_dim) if self.num_classes else None
         res = {
             "temb_dim": temb_dim,
-            "groups": int(norm_num_groups),
+            "groups": groups_in,
             "eps": float(norm_eps),
             "act": act_fn,
             "dropout": float(dropout),
@@ -328,6 +461,23 @@ class DiffusersUNet2D(nn.Module):
         for i, kind in enumerate(down_block_types):
             in_ch, out_ch = out_ch, chans[i]
             last = i == len(chans) - 1
+            if "Skip" in kind:
+                self.down_blocks.append(
+                    SkipDownBlock(
+                        in_ch,
+                        out_ch,
+                        int(layers_per_block),
+                        kind.startswith("Attn"),
+                        not last,
+                        head_dim(out_ch),
+                        temb_dim,
+                        float(norm_eps),
+                        act_fn,
+                        float(dropout),
+                        resnet_time_scale_shift,
+                    )
+                )
+                continue
             self.down_blocks.append(
                 DownBlock(
                     in_ch,
@@ -345,9 +495,14 @@ class DiffusersUNet2D(nn.Module):
         else:
             attn_groups = attn_norm_num_groups
             if attn_groups is None and resnet_time_scale_shift == "default":
-                attn_groups = int(norm_num_groups)
+                attn_groups = groups_mid
             self.mid_block = MidBlock(
-                chans[-1], head_dim(chans[-1]), attn_groups, bool(add_attention), float(mid_block_scale_factor), **res
+                chans[-1],
+                head_dim(chans[-1]),
+                attn_groups,
+                bool(add_attention),
+                float(mid_block_scale_factor),
+                **{**res, "groups": groups_mid},
             )
         rev = list(reversed(chans))
         self.up_blocks = nn.ModuleList()
@@ -356,6 +511,24 @@ class DiffusersUNet2D(nn.Module):
             prev_ch, out_ch = out_ch, rev[i]
             in_ch = rev[min(i + 1, len(chans) - 1)]
             last = i == len(chans) - 1
+            if "Skip" in kind:
+                self.up_blocks.append(
+                    SkipUpBlock(
+                        in_ch,
+                        prev_ch,
+                        out_ch,
+                        int(layers_per_block) + 1,
+                        kind.startswith("Attn"),
+                        not last,
+                        head_dim(out_ch),
+                        temb_dim,
+                        float(norm_eps),
+                        act_fn,
+                        float(dropout),
+                        resnet_time_scale_shift,
+                    )
+                )
+                continue
             self.up_blocks.append(
                 UpBlock(
                     in_ch,
@@ -368,7 +541,7 @@ class DiffusersUNet2D(nn.Module):
                     **res,
                 )
             )
-        self.conv_norm_out = nn.GroupNorm(int(norm_num_groups), chans[0], eps=float(norm_eps))
+        self.conv_norm_out = nn.GroupNorm(groups_in, chans[0], eps=float(norm_eps))
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(chans[0], out_channels, 3, padding=1)
 
@@ -377,19 +550,35 @@ class DiffusersUNet2D(nn.Module):
             x = 2 * x - 1.0
         t = torch.as_tensor(timesteps, device=x.device)
         t = t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t.reshape(x.shape[0])
-        emb = timestep_embedding(t, self.embed_dim, self.flip_sin_to_cos, self.freq_shift).to(x.dtype)
+        if self.fourier:
+            emb = self.time_proj(t).to(x.dtype)
+        else:
+            emb = timestep_embedding(t, self.embed_dim, self.flip_sin_to_cos, self.freq_shift).to(x.dtype)
         emb = self.time_embedding(emb)
         if self.class_embedding is not None:
             if class_labels is None:
                 raise ValueError("this UNet2DModel is class-conditional: class labels are required")
             emb = emb + self.class_embedding(class_labels.to(x.device).long()).to(emb.dtype)
+        image = x  # the input-skip / output-skip image path of the NCSN++ blocks
         h = self.conv_in(x)
         skips = [h]
         for block in self.down_blocks:
-            h, states = block(h, emb)
+            if getattr(block, "skip", False):
+                h, states, image = block(h, emb, image)
+            else:
+                h, states = block(h, emb)
             skips.extend(states)
         if self.mid_block is not None:
             h = self.mid_block(h, emb)
+        image = None
         for block in self.up_blocks:
-            h = block(h, skips, emb)
-        return self.conv_out(self.conv_act(self.conv_norm_out(h)))
+            if getattr(block, "skip", False):
+                h, image = block(h, skips, emb, image)
+            else:
+                h = block(h, skips, emb)
+        out = self.conv_out(self.conv_act(self.conv_norm_out(h)))
+        if image is not None:
+            out = out + image
+        if self.fourier:
+            out = out / t.to(out.dtype).reshape(-1, *([1] * (out.ndim - 1)))
+        return out
