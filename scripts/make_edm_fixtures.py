@@ -13,7 +13,8 @@ The ADM fixture's weights are stored in float16 (their layers cast weights to th
 computes in float32 either way); at 16 channels its blocks have no attention heads (64 channels per head), so
 the attention path of the shared UNetBlock is covered by the SongUNet fixtures (one head) instead.
 Reference outputs D(x, σ[, one-hot y]) come from the unpickled network's own forward on CPU in float32 and are
-written beside each pickle as NAME.npz (x, sigma, labels, D, D_cond when conditional).
+written beside each pickle as NAME.npz (x, sigma, labels, D, D_cond when conditional, D_native for float16
+snapshots evaluated with their float16 parameters as unpickled).
 """
 
 from __future__ import annotations
@@ -152,16 +153,19 @@ def _inputs(torch, label_dim: int, seed: int):
 
 
 def _reference(net, torch, np, x, sigma, labels, label_dim: int) -> dict:
+    """D of the unpickled network with its weights in float32 ("D", "D_cond"), and, for float16 snapshots, as
+    unpickled ("D_native"): EDM2's MPConv computes the gain scalar gain/√fan_in in the gain parameter's dtype,
+    so float16 gains round it to float16 (a relative change of ~1e-4 in D)."""
+    import copy
+
+    net32 = copy.deepcopy(net).to(torch.float32)
     with torch.no_grad():
-        out = {
-            "x": x.numpy(),
-            "sigma": sigma.numpy(),
-            "labels": labels.numpy(),
-            "D": net(x, sigma).to(torch.float32).numpy(),
-        }
+        out = {"x": x.numpy(), "sigma": sigma.numpy(), "labels": labels.numpy(), "D": net32(x, sigma).numpy()}
         if label_dim:
             onehot = torch.nn.functional.one_hot(labels, label_dim).to(torch.float32)
-            out["D_cond"] = net(x, sigma, onehot).to(torch.float32).numpy()
+            out["D_cond"] = net32(x, sigma, onehot).numpy()
+        if any(p.dtype == torch.float16 for p in net.parameters()):
+            out["D_native"] = net(x, sigma).to(torch.float32).numpy()
     return out
 
 
