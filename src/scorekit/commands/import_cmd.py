@@ -26,12 +26,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--classifier-config", metavar="NAME|FILE.json", help="classifier config name or JSON file")
     p.add_argument("--out", required=True, metavar="RUN", help="run directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    p = sub.add_parser("edm", help="EDM / EDM2 network snapshot .pkl (read without executing its code)")
+    p.add_argument("snapshot", metavar="SNAPSHOT.pkl", help="edm-*.pkl, edm2-*.pkl or a training/post-hoc EMA snapshot")
+    p.add_argument("--out", required=True, metavar="RUN", help="run directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
 
 
 def run(args) -> int:
     from ..importers import import_adm, import_score_sde
 
-    if args.source == "score-sde":
+    if args.source == "edm":
+        from ..importers.edm import import_edm
+
+        out = import_edm(args.snapshot, args.out, overwrite=args.overwrite)
+    elif args.source == "score-sde":
         out = import_score_sde(args.checkpoint, args.config, args.out, ema=not args.no_ema, overwrite=args.overwrite)
     else:
         out = import_adm(

@@ -659,3 +659,8 @@ def import_adm(
             },
         )
     return out
+
+
+from .edm import import_edm  # noqa: E402  (EDM / EDM2 snapshots; edm.py uses the helpers above)
+
+__all__ += ["import_edm"]
