@@ -235,6 +235,18 @@ def test_fixture_globals_are_the_expected_few(monkeypatch):
     assert {g for g in seen - core if not g.startswith("numpy")} == set(), seen
 
 
+def test_numeric_numpy_allowed_object_arrays_refused(tmp_path):
+    """EDM2's latent encoder stores numpy float32 arrays and EDM's blocks numpy scalars: numeric ones load."""
+    arr = np.array([0.5, -1.25], dtype=np.float32)
+    got = loads_snapshot(pickle.dumps({"scale": arr, "s": np.float64(0.7)}, protocol=4), "np.pkl")
+    assert np.array_equal(got["scale"], arr) and got["s"] == 0.7
+    sentinel = tmp_path / "sentinel"
+    obj = np.array([_Reduce(os.system, f"touch {sentinel}")], dtype=object)
+    with pytest.raises(UnsafePickleError):
+        loads_snapshot(pickle.dumps(obj, protocol=4), "obj.pkl")
+    assert not sentinel.exists()
+
+
 # --- damaged files --------------------------------------------------------------------------------------------
 def _one_line_cli_error(capsys, argv) -> str:
     rc = cli_main(argv)

@@ -71,6 +71,8 @@ def _plain(v, where: str):
 
         if isinstance(v, np.generic):
             return v.item()
+        if isinstance(v, np.ndarray) and v.dtype.kind in "biuf":  # e.g. the latent encoder's scale and bias
+            return v.tolist()
     except ImportError:  # pragma: no cover
         pass
     raise CheckpointError(f"{where}: constructor argument of unexpected type {type(v).__name__}")
