@@ -308,6 +308,12 @@ def test_cli_import_then_sample(tmp_path, capsys, name):
         assert float(f["nfe"]) == 5.0
         if "-cond" in name:
             assert f["labels"].shape == (2,)
+    if "-cond" in name:  # classifier-free guidance: the null label is EDM's zero label vector
+        out = tmp_path / "cfg.npz"
+        argv = ["sample", "--run", str(run), "--sampler", "dpmpp_2m", "--steps", "2", "--num", "2", "--out", str(out)]
+        assert cli_main([*argv, "--guidance", "cfg", "--class", "1", "--no-progress"]) == 0
+        with np.load(out) as f:
+            assert np.isfinite(f["samples"]).all() and (f["labels"] == 1).all()
     # an existing run is not overwritten without --overwrite
     err = _one_line_cli_error(capsys, ["import", "edm", str(FIX / f"{name}.pkl"), "--out", str(run)])
     assert "already holds a run" in err

@@ -6,12 +6,14 @@ object. They are read with `safe_pickle` — nothing stored in the file is execu
 name, the constructor arguments and a plain state dict, which is checked by name and shape against the scorekit
 network built from those arguments (`models/edm_nets.py`, `models/edm2_net.py`).
 
-How each preconditioner maps onto scorekit (D reproduced exactly):
-| EDM class    | process                                   | parameterization / conditioning | network arch       |
-| EDMPrecond   | edm (σ ∈ [max(σ_min, 0.002), min(σ_max, 80)]) | edm (σ_data) / log_sigma     | edm_precond        |
-| VPPrecond    | vp (β_min, β_max = β_min + β_d, t_min = ε_t) | eps / t999 (needs M = 1000)   | edm_precond (vp)   |
-| VEPrecond    | ve (σ_min, σ_max)                          | eps / sigma (net: ln(σ/2), −F)  | edm_precond (ve)   |
-| EDM2 Precond | edm (0.002 … 80)                           | edm (σ_data) / log_sigma        | edm2_precond       |
+How each preconditioner maps onto scorekit (D reproduced exactly; tests/test_import_edm.py):
+- EDMPrecond   → process `edm` (σ ∈ [max(σ_min, 0.002), min(σ_max, 80)]), parameterization `edm` (σ_data),
+                 conditioning `log_sigma`; arch `edm_precond` (precond "edm").
+- VPPrecond    → process `vp` (β_min, β_max = β_min + β_d, t_min = ε_t), `eps`, `t999` (needs M = 1000);
+                 arch `edm_precond` (precond "vp").
+- VEPrecond    → process `ve` (σ_min, σ_max), `eps`, `sigma`; arch `edm_precond` (precond "ve": the wrapper feeds
+                 ln(σ/2) to the U-Net and returns −F, so D = x + σ·F as in EDM).
+- EDM2 Precond → process `edm` (0.002 … 80), `edm` (σ_data), `log_sigma`; arch `edm2_precond`.
 `iDDPMPrecond` (EDM's wrapper of the original ADM checkpoints) is refused: import those with `scorekit import adm`.
 """
 
