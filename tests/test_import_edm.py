@@ -176,9 +176,9 @@ def test_foreign_globals_refused_and_not_executed(tmp_path):
         assert not sentinel.exists(), what
 
 
-def test_persistence_module_source_is_never_run(tmp_path, monkeypatch):
-    """A well-formed persistence record whose module_src would create the sentinel: read as text only."""
-    sentinel = tmp_path / "sentinel"
+def _persistent_pickle(monkeypatch, meta: dict) -> bytes:
+    """A snapshot {"ema": record} written the way torch_utils.persistence writes one (a stand-in module supplies
+    the `_reconstruct_persistent_obj` global while pickling; it is removed again before loading)."""
     pkg = types.ModuleType("torch_utils")
     mod = types.ModuleType("torch_utils.persistence")
 
@@ -188,8 +188,17 @@ def test_persistence_module_source_is_never_run(tmp_path, monkeypatch):
     _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
     _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
     mod._reconstruct_persistent_obj = _reconstruct_persistent_obj
-    monkeypatch.setitem(sys.modules, "torch_utils", pkg)
-    monkeypatch.setitem(sys.modules, "torch_utils.persistence", mod)
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "torch_utils", pkg)
+        m.setitem(sys.modules, "torch_utils.persistence", mod)
+        data = pickle.dumps({"ema": _Reduce(_reconstruct_persistent_obj, meta)}, protocol=4)
+    assert "torch_utils.persistence" not in sys.modules
+    return data
+
+
+def test_persistence_module_source_is_never_run(tmp_path, monkeypatch):
+    """A well-formed persistence record whose module_src would create the sentinel: read as text only."""
+    sentinel = tmp_path / "sentinel"
     meta = {
         "type": "class",
         "version": 6,
@@ -197,15 +206,30 @@ def test_persistence_module_source_is_never_run(tmp_path, monkeypatch):
         "class_name": "EDMPrecond",
         "state": {"_init_args": (), "_init_kwargs": {"img_resolution": 8, "img_channels": 3, "label_dim": 0}},
     }
-    data = pickle.dumps({"ema": _Reduce(_reconstruct_persistent_obj, meta)}, protocol=4)
-    monkeypatch.delitem(sys.modules, "torch_utils.persistence")
-    monkeypatch.delitem(sys.modules, "torch_utils")
+    data = _persistent_pickle(monkeypatch, meta)
     tree = loads_snapshot(data, "crafted.pkl")
     assert tree["ema"].class_name == "EDMPrecond" and "open(" in tree["ema"].module_src
     (tmp_path / "crafted.pkl").write_bytes(data)
     with pytest.raises(CheckpointError, match="missing weight"):  # no weights: refused by the template check
         import_edm(tmp_path / "crafted.pkl", tmp_path / "run")
     assert not sentinel.exists() and not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.parametrize(
+    "class_name, kwargs, match",
+    [
+        ("iDDPMPrecond", {"img_resolution": 8, "img_channels": 3}, "scorekit import adm"),
+        ("StyleGAN2Generator", {}, "unsupported network class"),
+        ("VPPrecond", {"img_resolution": 8, "img_channels": 3, "M": 500}, "M=500"),
+        ("EDMPrecond", {"img_channels": 3}, "img_resolution"),
+    ],
+)
+def test_unsupported_records_refused(tmp_path, monkeypatch, class_name, kwargs, match):
+    meta = {"type": "class", "version": 6, "module_src": "", "class_name": class_name}
+    meta["state"] = {"_init_args": (), "_init_kwargs": kwargs}
+    (tmp_path / "s.pkl").write_bytes(_persistent_pickle(monkeypatch, meta))
+    with pytest.raises(CheckpointError, match=match):
+        import_edm(tmp_path / "s.pkl", tmp_path / "run")
 
 
 def test_fixture_globals_are_the_expected_few(monkeypatch):
