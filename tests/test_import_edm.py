@@ -161,7 +161,7 @@ def _evil_pickles(sentinel: Path) -> dict[str, bytes]:
     }
 
 
-def test_foreign_globals_refused_and_not_executed(tmp_path):
+def test_foreign_globals_refused_and_not_executed(tmp_path, capsys):
     sentinel = tmp_path / "sentinel"
     assert not sentinel.exists()
     for what, data in _evil_pickles(sentinel).items():
@@ -174,6 +174,8 @@ def test_foreign_globals_refused_and_not_executed(tmp_path):
         expected = {"os.system": "os.system", "builtins.exec": "builtins.exec", "builtins.eval": "builtins.eval"}
         assert expected.get(what, "system" if "system" in what or what == "prepended" else "") in msg
         assert not sentinel.exists(), what
+        err = _one_line_cli_error(capsys, ["import", "edm", str(path), "--out", str(tmp_path / f"run_{what}")])
+        assert "refused" in err and not sentinel.exists() and not (tmp_path / f"run_{what}").exists()
 
 
 def _persistent_pickle(monkeypatch, meta: dict) -> bytes:
