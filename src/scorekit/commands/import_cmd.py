@@ -1,4 +1,4 @@
-"""`scorekit import score-sde|adm`: turn published checkpoints into scorekit run directories."""
+"""`scorekit import score-sde|adm|diffusers|edm`: turn published checkpoints into scorekit run directories."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import sys
 
 NAME = "import"
-HELP = "import a published model (score_sde NCSN++/DDPM++ or guided-diffusion ADM) as a scorekit run"
+HELP = "import a published model (score_sde NCSN++/DDPM++, guided-diffusion ADM, a diffusers UNet2DModel folder, an EDM/EDM2 snapshot) as a scorekit run"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,15 +31,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler-config", metavar="FILE.json", help="scheduler_config.json if not found in PATH")
     p.add_argument("--out", required=True, metavar="RUN", help="run directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    p = sub.add_parser("edm", help="EDM / EDM2 network snapshot .pkl (read without executing its code)")
+    p.add_argument("snapshot", metavar="SNAPSHOT.pkl", help="edm-*.pkl, edm2-*.pkl or a training/post-hoc EMA snapshot")
+    p.add_argument("--out", required=True, metavar="RUN", help="run directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
 
 
 def run(args) -> int:
-    from ..importers import import_adm, import_score_sde
+    from ..importers import import_adm, import_diffusers, import_edm, import_score_sde
 
     if args.source == "diffusers":
-        from ..importers.diffusers import import_diffusers
-
         out = import_diffusers(args.path, args.out, scheduler_config=args.scheduler_config, overwrite=args.overwrite)
+    elif args.source == "edm":
+        out = import_edm(args.snapshot, args.out, overwrite=args.overwrite)
     elif args.source == "score-sde":
         out = import_score_sde(args.checkpoint, args.config, args.out, ema=not args.no_ema, overwrite=args.overwrite)
     else:

@@ -663,3 +663,6 @@ def import_adm(
 
 from .diffusers import export_diffusers as export_diffusers  # noqa: E402  (diffusers UNet2DModel pipelines)
 from .diffusers import import_diffusers as import_diffusers  # noqa: E402
+from .edm import import_edm  # noqa: E402  (EDM / EDM2 snapshots; edm.py uses the helpers above)
+
+__all__ += ["import_edm"]

@@ -22,6 +22,12 @@ NETWORKS: dict[str, str] = {
     "noisy_classifier_unet": "classifiers:NoisyUNetClassifier",
     "noisy_classifier_mlp": "classifiers:NoisyMLPClassifier",
     "clean_classifier_cnn": "classifiers:CleanCNNClassifier",
+    # EDM (Karras et al. 2022) and EDM2 (Karras et al. 2024) networks; *_precond are what `import edm` writes
+    "edm_precond": "edm_nets:EDMPrecondNet",
+    "edm_songunet": "edm_nets:SongUNet",
+    "edm_dhariwalunet": "edm_nets:DhariwalUNet",
+    "edm2_precond": "edm2_net:EDM2PrecondNet",
+    "edm2_unet": "edm2_net:MPUNet",
 }
 
 
