@@ -7,7 +7,7 @@ import json
 import sys
 
 NAME = "import"
-HELP = "import a published model (score_sde NCSN++/DDPM++, guided-diffusion ADM, a diffusers UNet2DModel folder, an EDM/EDM2 snapshot) as a scorekit run"
+HELP = "import a published model (score_sde, guided-diffusion ADM, diffusers UNet2DModel, EDM/EDM2) as a scorekit run"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
