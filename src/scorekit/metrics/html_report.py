@@ -118,7 +118,7 @@ def _nfe_plot(records: list[dict]) -> tuple[str, bytes] | None:
     for r in records:
         if _num(r.get(metric)) and _num(r.get("nfe")):
             std = float(r[f"{metric}_std"]) if _num(r.get(f"{metric}_std")) else 0.0
-            groups.setdefault(str(r.get("sampler", "results")), []).append((float(r["nfe"]), float(r[metric]), std))
+            groups.setdefault(_series(r), []).append((float(r["nfe"]), float(r[metric]), std))
         if _num(r.get(f"{metric}_floor")):
             floors.append(float(r[f"{metric}_floor"]))
     fig = _figure(6.0, 4.0)
@@ -130,12 +130,24 @@ def _nfe_plot(records: list[dict]) -> tuple[str, bytes] | None:
     if floors:
         ax.axhline(float(np.mean(floors)), color="0.4", ls="--", lw=1, label="two-sample floor")
     ax.set_xscale("log")
+    if all(p[1] > 0 for pts in groups.values() for p in pts):
+        ax.set_yscale("log")
     ax.set_xlabel("NFE (denoiser evaluations per sample)")
     ax.set_ylabel(metric + (" (lower is better)" if metric in _LOWER_BETTER else ""))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return metric, _fig_png(fig)
+
+
+def _series(r: dict) -> str:
+    """Which curve a result belongs to: its sampler (from the record or the provenance of its samples), else its
+    label without a trailing step count ("heun_16" → "heun")."""
+    prov = r.get("provenance") if isinstance(r.get("provenance"), dict) else {}
+    src = prov.get("samples_provenance") if isinstance(prov.get("samples_provenance"), dict) else {}
+    settings = src.get("settings") if isinstance(src.get("settings"), dict) else {}
+    name = r.get("sampler") or settings.get("sampler")
+    return str(name) if name else (re.sub(r"[_\-\s]*\d+$", "", str(r["_label"])) or str(r["_label"]))
 
 
 def _per_class_plot(records: list[dict]) -> bytes | None:
@@ -287,6 +299,9 @@ def render_html_report(
         "figure{display:inline-block;margin:6px;text-align:center}figcaption{font-size:.85em;color:#555}"
         ".grid img{width:260px;image-rendering:pixelated}.note{font-size:.85em;color:#555}code{font-size:.8em}"
         f"</style></head><body data-images='{n_images}'><h1>{e(title)}</h1>"
+        # Marks the page once the browser has decoded every image (what the rendering test reads back).
+        "<script>addEventListener('load',function(){var n=0;for(const i of document.images)"
+        "{if(i.complete&&i.naturalWidth>0)n++}document.body.setAttribute('data-decoded',n)})</script>"
         f"<p class='note'>made by scorekit {e(stamp['scorekit_version'])} (torch {e(stamp['torch_version'])}) "
         f"at {e(stamp['time_utc'])}</p>" + "".join(parts) + "</body></html>\n"
     )
