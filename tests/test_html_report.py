@@ -69,7 +69,7 @@ def test_html_report_is_self_contained(tmp_path, capsys):
     assert f"data-images='{len(imgs)}'" in page
     assert not re.search(r"(src|href)=['\"](?!data:)", page), "the page must not reference external files"
     assert list(out.parent.iterdir()) == [out]  # nothing written beside it
-    for text in ("Training loss", "Samples over training", "step 400", "sliced_wasserstein vs NFE",
+    for text in ("Training loss", "Samples over training", "step 400", "sliced_wasserstein vs NFE", "sliced W floor",
                  "0.3 ± 0.01", "0.05 ± 0.005", "Per-class accuracy", "steps planned"):  # fmt: skip
         assert text in page, text
     # the Markdown report keeps its behaviour, now with ± and the floor for vector metrics

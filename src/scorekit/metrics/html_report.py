@@ -29,6 +29,8 @@ __all__ = ["render_html_report", "read_log", "png_data_uri"]
 _QUALITY = ("fid", "kid", "is", "precision", "recall", "sliced_wasserstein", "mmd", "w2", "class_accuracy")
 _LOWER_BETTER = {"fid", "kid", "sliced_wasserstein", "mmd", "w2"}
 _MAX_GRIDS = 12
+_SHORT = {"sliced_wasserstein": "sliced W", "mmd": "MMD²", "w2": "W2", "fid": "FID", "kid": "KID", "is": "IS",
+          "class_accuracy": "class acc."}  # fmt: skip
 
 
 def png_data_uri(png: bytes) -> str:
@@ -93,14 +95,15 @@ def _num(v) -> bool:
 
 
 def _fmt(v, std=None) -> str:
+    """A value to 4 significant digits, with ± its std to 2."""
     if not _num(v):
         return "–"
 
-    def f(x):
+    def f(x, digits):
         x = float(x)
-        return f"{x:.4g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.3e}"
+        return f"{x:.{digits}g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.{digits - 1}e}"
 
-    return f(v) + (f" ± {f(std)}" if _num(std) else "")
+    return f(v, 4) + (f" ± {f(std, 2)}" if _num(std) else "")
 
 
 def _quality_columns(records: list[dict]) -> list[str]:
@@ -132,6 +135,14 @@ def _nfe_plot(records: list[dict]) -> tuple[str, bytes] | None:
     ax.set_xscale("log")
     if all(p[1] > 0 for pts in groups.values() for p in pts):
         ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    nfes = sorted({p[0] for pts in groups.values() for p in pts})
+    if len(nfes) <= 12:
+        ax.set_xticks(nfes, [f"{v:g}" for v in nfes])
+    else:
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("NFE (denoiser evaluations per sample)")
     ax.set_ylabel(metric + (" (lower is better)" if metric in _LOWER_BETTER else ""))
     ax.grid(True, which="both", alpha=0.3)
@@ -251,11 +262,14 @@ def render_html_report(
             parts.append("<h2>Samples over training</h2><div class='grids'>"
                          + "".join(img(png, cap, "grid") for cap, png in grids) + "</div>")  # fmt: skip
     records = collect_results(results) if results else []
+    # one block per sampler, in order of cost
+    records.sort(key=lambda r: (_series(r), float(r["nfe"]) if _num(r.get("nfe")) else math.inf, r["_label"]))
     if records:
         cols = _quality_columns(records)
         floors = [c for c in cols if any(_num(r.get(f"{c}_floor")) for r in records)]
-        head = ("<tr><th>result</th>" + "".join(f"<th>{e(c)}</th>" for c in cols)
-                + "".join(f"<th>{e(c)} floor</th>" for c in floors) + "<th>NFE</th><th>samples</th></tr>")  # fmt: skip
+        head = ("<tr><th>result</th>" + "".join(f"<th title='{e(c)}'>{e(_SHORT.get(c, c))}</th>" for c in cols)
+                + "".join(f"<th title='{e(c)}_floor'>{e(_SHORT.get(c, c))} floor</th>" for c in floors)
+                + "<th>NFE</th><th>N</th></tr>")  # fmt: skip
         body = ""
         for r in records:
             body += "<tr><td class='l'>" + e(r["_label"]) + "</td>"
@@ -294,8 +308,9 @@ def render_html_report(
         f"<meta name='generator' content='scorekit {e(stamp['scorekit_version'])}'><title>{e(title)}</title><style>"
         "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}"
         "h1{font-size:1.6em}h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:3px;margin-top:1.6em}"
-        "table{border-collapse:collapse}td,th{padding:3px 10px;text-align:right}td.l,.kv th{text-align:left}"
-        ".kv td{text-align:left}.q tr:nth-child(even){background:#f3f3f3}.q th{background:#e8e8f0}"
+        "table{border-collapse:collapse}td,th{padding:3px 8px;text-align:right;white-space:nowrap}"
+        "td.l,.kv th{text-align:left}"
+        ".kv td{text-align:left}.q{font-size:.9em}.q tr:nth-child(even){background:#f3f3f3}.q th{background:#e8e8f0}"
         "figure{display:inline-block;margin:6px;text-align:center}figcaption{font-size:.85em;color:#555}"
         ".grid img{width:260px;image-rendering:pixelated}.note{font-size:.85em;color:#555}code{font-size:.8em}"
         f"</style></head><body data-images='{n_images}'><h1>{e(title)}</h1>"
