@@ -101,8 +101,21 @@ def test_ema_equals_profile_weighted_average():
     assert ema.module() is ema.module(0.05)
     with pytest.raises(ValueError, match="not tracked"):
         ema.module(0.3)
-    with pytest.raises(ValueError, match="follow"):
-        ema.update(net, 200)
+    with pytest.raises(ValueError, match="increase"):
+        ema.update(net, 120)
+    # skipped steps (model unchanged) equal updates with the same weights at every step
+    a, b = EMA(net, (0.1,)), EMA(net, (0.1,))
+    a.update(net, 1)
+    b.update(net, 1)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    for step in range(2, 8):
+        a.update(net, step)
+    b.update(net, 7)
+    for pa, pb in zip(a.module().parameters(), b.module().parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-6)
+    assert power_beta(7, 2.0, prev_step=1) == pytest.approx(np.prod([power_beta(t, 2.0) for t in range(2, 8)]))
 
 
 def test_resume_is_bit_identical(tmp_path):

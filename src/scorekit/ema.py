@@ -76,11 +76,17 @@ def sigma_rel_to_gamma(sigma_rel: float) -> float:
     return float(roots.real[np.abs(roots.imag) < 1e-9].max())
 
 
-def power_beta(step: int, gamma: float) -> float:
-    """Decay applied at optimizer step `step` (1-based): β_t = (1 − 1/t)^(γ+1) (EDM2 eq. 127)."""
+def power_beta(step: int, gamma: float, prev_step: int | None = None) -> float:
+    """Decay applied at optimizer step `step` (1-based): β_t = (1 − 1/t)^(γ+1) (EDM2 eq. 127). From an EMA last
+    updated at `prev_step` < t − 1 (steps skipped, model unchanged): (prev/t)^(γ+1), the product of the skipped
+    steps' decays (EDM2 eq. 127 with t_delta = t − prev)."""
     if step < 1:
         raise ValueError(f"EMA step must be >= 1, got {step}")
-    return (1.0 - 1.0 / step) ** (gamma + 1.0)
+    if prev_step is None or prev_step == step - 1:
+        return (1.0 - 1.0 / step) ** (gamma + 1.0)
+    if not 0 <= prev_step < step:
+        raise ValueError(f"EMA previous step {prev_step} must lie in [0, {step})")
+    return (prev_step / step) ** (gamma + 1.0)
 
 
 def power_profile(step: int, gamma: float, taus: np.ndarray | None = None) -> np.ndarray:
@@ -129,13 +135,15 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
-        """Fold in the model's weights after optimizer step `step` (must be the previous step + 1)."""
+        """Fold in the model's weights after optimizer step `step` (> the last update's step). Steps skipped in
+        between (e.g. a non-finite loss skipped under nan_policy=skip) count as updates with these weights,
+        which is what they were."""
         step = int(step)
-        if step != self.step + 1:
-            raise ValueError(f"EMA update for step {step} after step {self.step} (steps must follow one another)")
+        if step <= self.step:
+            raise ValueError(f"EMA update for step {step} after step {self.step} (steps must increase)")
         src = [p.detach() for p in model.parameters()]
         for s, g in zip(self.sigma_rels, self.gammas):
-            beta = power_beta(step, g)
+            beta = power_beta(step, g, self.step)
             ema = self.modules[_key(s)]
             for pe, pm in zip(ema.parameters(), src):
                 if pe.is_floating_point():
