@@ -55,8 +55,51 @@ def quality(cfg, net, gmm, transform, n, reps):
     return float(np.mean(vals)), float(np.std(vals, ddof=1))
 
 
+def relative_width(weights: np.ndarray) -> tuple[float, float]:
+    """(σ_rel, weight left on the initial network) of an average Σ_τ w_τ θ_τ over τ = 0..t (τ = 0: the init)."""
+    t = len(weights) - 1
+    tau = np.arange(t + 1) / t
+    mean = (weights * tau).sum()
+    return float(np.sqrt((weights * (tau - mean) ** 2).sum())), float(weights[0])
+
+
+def profile_table(lengths=(1_000, 10_000, 100_000, 1_000_000)) -> str:
+    """Relative width of the fixed-decay EMA vs the power-function EMA as the run grows (closed forms)."""
+    from scorekit.ema import power_profile, sigma_rel_to_gamma
+
+    rows = []
+    for t in lengths:
+        row = [f"{t:,}"]
+        for d in (0.999, 0.9999):
+            w = (1 - d) * d ** (t - np.arange(t + 1, dtype=np.float64))
+            w[0] = d**t  # the EMA starts as a copy of the initial network
+            s, init = relative_width(w)
+            row.append(f"{s:.4f} ({100 * init:.1f} % init)")
+        for s in (0.05, 0.10):
+            w = np.concatenate([[0.0], power_profile(t, sigma_rel_to_gamma(s))])
+            row.append(f"{relative_width(w)[0]:.4f}")
+        rows.append("| " + " | ".join(row) + " |")
+    return (
+        "\n".join(
+            [
+                "# EMA width as the run grows",
+                "",
+                "Relative width (std of τ/t under the averaging weights) of each EMA at the end of a run of t steps, "
+                "and the weight still on the initial random network. Closed forms, no training: "
+                "`python benchmarks/ema.py --profiles`.",
+                "",
+                "| steps t | fixed 0.999 | fixed 0.9999 | power σ_rel 0.05 | power σ_rel 0.10 |",
+                "|---:|---:|---:|---:|---:|",
+                *rows,
+            ]
+        )
+        + "\n"
+    )
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
+    ap.add_argument("--profiles", action="store_true", help="only the closed-form width table (ema_profiles.md)")
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--evals", default="1000,2000,4000")
     ap.add_argument("--num", type=int, default=4000)
@@ -66,6 +109,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
     evals = [int(s) for s in args.evals.split(",")]
     torch.set_num_threads(1)
+    if args.profiles:
+        text = profile_table()
+        print(text)
+        if not args.quick:
+            (ROOT / "benchmarks" / "results" / "ema_profiles.md").write_text(text)
+        return
 
     out_dir = ROOT / "benchmarks" / "results"
     spec_path = Path("/tmp") / "scorekit_ema_bench_gmm.json"

@@ -24,7 +24,6 @@ On-disk snapshots (`RUN/ema_snapshots/`): one safetensors file per (step, σ_rel
 from __future__ import annotations
 
 import copy
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -318,10 +317,3 @@ def reconstruct_ema(
                 others[k] = v.clone()
         last_step = max(last_step, snap.step)
     return {**{k: v.to(dtypes[k]) for k, v in acc.items()}, **others}
-
-
-def describe(snapshots: list[Snapshot]) -> str:
-    """One line: how many snapshots of which widths over which steps."""
-    rels = sorted({_key(s.sigma_rel) for s in snapshots})
-    steps = sorted({s.step for s in snapshots})
-    return json.dumps({"snapshots": len(snapshots), "sigma_rels": rels, "first_step": steps[0], "last_step": steps[-1]})
