@@ -389,3 +389,72 @@ def test_vector_metrics_converge_as_sampler_steps_grow(tmp_path):
     floor = evaluate_samples(exact, f"gmm:{tmp_path / 'gmm.json'}", num_ref=600, w2_max=600)
     assert results[-1]["w2"] < 2 * floor["w2"] and results[0]["w2"] > 3 * results[-1]["w2"]
     assert abs(results[-1]["mmd"]) < 0.01
+
+
+# --- uncertainty, floor, per-class accuracy --------------------------------------------------------------
+def _two_modes(tmp_path, labels=True):
+    spec = {"weights": [0.5, 0.5], "means": [[-2.0, 0.0], [2.0, 0.0]], "variances": [[0.25, 0.25], [0.25, 0.25]]}
+    if labels:
+        spec["labels"] = [0, 1]
+    (tmp_path / "gmm.json").write_text(json.dumps(spec))
+    from scorekit.analytic import GaussianMixture
+
+    return f"gmm:{tmp_path / 'gmm.json'}", GaussianMixture(spec["weights"], spec["means"], spec["variances"],
+                                                            spec.get("labels"))  # fmt: skip
+
+
+def test_vector_metrics_carry_std_and_floor(tmp_path):
+    from scorekit.metrics.evaluate import evaluate_samples
+
+    data, gmm = _two_modes(tmp_path)
+    exact = gmm.sample(1000, generator=torch.Generator().manual_seed(11))[0].float()
+    shifted = exact + torch.tensor([1.0, 0.0])
+    good = evaluate_samples(exact, data, num_ref=1000, w2_max=300)
+    bad = evaluate_samples(shifted, data, num_ref=1000, w2_max=300)
+    for m in ("sliced_wasserstein", "mmd", "w2"):
+        for r in (good, bad):
+            assert {m, f"{m}_std", f"{m}_floor", f"{m}_floor_std"} <= set(r) and r[f"{m}_std"] > 0
+        # exact samples sit at the floor; a shift of two mode std stands far above it
+        assert abs(good[m] - good[f"{m}_floor"]) < 3 * (good[f"{m}_std"] + good[f"{m}_floor_std"]), m
+        assert bad[m] - good[m] > 3 * (bad[f"{m}_std"] + good[f"{m}_std"]), m
+    assert good["metric_repeats"] == 5 and good["uncertainty"] == "reference redraws"
+    assert good["w2_num"] == 300 and good["num_reference"] == 1000  # existing keys kept
+    one = evaluate_samples(exact, data, num_ref=500, w2_max=300, repeats=1, floor=False)
+    assert one["w2_std"] == 0.0 and "w2_floor" not in one
+    # a fixed reference (a file) cannot be redrawn: std over projections/subsamples, no floor
+    np.save(tmp_path / "ref.npy", gmm.sample(400, generator=torch.Generator().manual_seed(3))[0].numpy())
+    fixed = evaluate_samples(exact, str(tmp_path / "ref.npy"), w2_max=300)
+    assert "w2_floor" not in fixed and fixed["uncertainty"].startswith("projections")
+    with pytest.raises(ValueError, match="floor"):
+        evaluate_samples(exact, str(tmp_path / "ref.npy"), floor=True)
+    with pytest.raises(ValueError, match="repeats"):
+        evaluate_samples(exact, data, repeats=0)
+
+
+def test_per_class_accuracy(tmp_path, digits):
+    from scorekit.metrics.evaluate import evaluate_samples
+    from scorekit.metrics.vector import per_class_accuracy
+
+    acc, per = per_class_accuracy([0, 1, 1, 2], [0, 1, 2, 2])
+    assert acc == 0.75 and per == {"0": 1.0, "1": 1.0, "2": 0.5}
+    data, gmm = _two_modes(tmp_path)
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([gmm.sample_class(300, 0, generator=g)[0], gmm.sample_class(300, 1, generator=g)[0]]).float()
+    y = np.repeat([0, 1], 300)
+    r = evaluate_samples(x, data, labels=y, repeats=1, floor=False, num_ref=600)
+    assert r["class_accuracy"] > 0.99 and set(r["per_class_accuracy"]) == {"0", "1"}
+    assert r["class_accuracy_classifier"] == "gmm exact class posterior"
+    flipped = evaluate_samples(x, data, labels=np.where(np.arange(600) < 450, y, 1 - y), repeats=1, floor=False)
+    # 150 class-1 samples now claim label 0: label 0 is right for 300 of its 450 samples
+    assert flipped["per_class_accuracy"]["0"] == pytest.approx(2 / 3, abs=0.01) and flipped["class_accuracy"] < 0.76
+    with pytest.raises(ValueError, match="labels for"):
+        evaluate_samples(x, data, labels=y[:10])
+    # digits through the command: the pinned classifier on real test digits with their labels
+    _, xd, yd = digits
+    np.savez(tmp_path / "d.npz", samples=xd.numpy()[:300], labels=yd.numpy()[:300])
+    out = tmp_path / "d.json"
+    assert _cli("evaluate", "--samples", tmp_path / "d.npz", "--data", "digits", "--out", out, "--metrics", "fid",
+                "--ref-split", "test") == 0  # fmt: skip
+    m = json.loads(out.read_text())
+    assert m["class_accuracy"] > 0.9 and len(m["per_class_accuracy"]) == 10 and "fid" in m
+    assert m["provenance"]["scorekit_version"] and m["provenance"]["settings"]["data"] == "digits"

@@ -23,6 +23,8 @@ COMMAND_MODULES = [
     "likelihood",
     "evaluate",
     "report",
+    "ema",
+    "info",
     "import_cmd",
     "export",
 ]

@@ -35,6 +35,19 @@ def add_arguments(p):
     p.add_argument("--is-splits", type=int, default=10)
     p.add_argument("--pr-k", type=int, default=3, help="k of the k-NN manifolds for precision/recall")
     p.add_argument("--w2-max", type=int, default=1000, help="exact W2 on at most this many points per side")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="vector metrics: mean ± std over this many estimates (fresh reference draws where possible)",
+    )
+    p.add_argument("--no-floor", action="store_true", help="skip the two-sample floor (gmm: and toy references)")
+    p.add_argument(
+        "--classifier",
+        default="auto",
+        choices=["auto", "none"],
+        help="per-class accuracy of labelled samples (digits: the pinned classifier; gmm: the exact posterior)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
 
@@ -42,7 +55,8 @@ def add_arguments(p):
 def run(args) -> int:
     from ..checkpoint import write_json_atomic
     from ..distributed import barrier, init_distributed, is_main_process, resolve_device
-    from ..metrics.evaluate import evaluate_samples, load_samples_npz
+    from ..metrics.evaluate import evaluate_samples, load_labels_npz, load_samples_npz
+    from ..provenance import attach_to_json, provenance
 
     device = resolve_device(args.device)
     init_distributed(device)  # under torchrun: ranks share feature extraction; rank 0 writes
@@ -50,6 +64,7 @@ def run(args) -> int:
     if args.num_ref is not None and args.num_ref < 2:
         raise ValueError(f"--num-ref must be >= 2, got {args.num_ref}")
     samples, extras = load_samples_npz(args.samples)
+    labels = load_labels_npz(args.samples)
     result = evaluate_samples(
         samples,
         args.data,
@@ -67,10 +82,24 @@ def run(args) -> int:
         w2_max=args.w2_max,
         seed=args.seed,
         device=device,
+        repeats=args.repeats,
+        floor=False if args.no_floor else None,
+        labels=labels,
+        classifier=args.classifier,
     )
     result.update(extras)
     result["samples"] = str(Path(args.samples))
     if is_main_process():
+        from ..provenance import read_provenance
+
+        try:
+            source = read_provenance(args.samples)
+        except ValueError:
+            source = None
+        rec = provenance(data=args.data, seed=args.seed, repeats=args.repeats)
+        if source is not None:
+            rec["samples_provenance"] = source
+        result = attach_to_json(result, rec)
         write_json_atomic(args.out, result)
         shown = {k: v for k, v in result.items() if isinstance(v, float)}
         print(" ".join(f"{k}={v:.4g}" for k, v in shown.items()) + f"  -> {args.out}")

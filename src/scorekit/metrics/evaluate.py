@@ -2,7 +2,13 @@
 
 Image data: fid, kid (± std over subsets), is (± std over splits), precision / recall, on features of a pinned
 extractor (named with its SHA-256 in the result). Vector data: sliced Wasserstein, MMD (RBF, unbiased) and
-exact W2 on at most `w2_max` points per side.
+exact W2 on at most `w2_max` points per side, each the mean over `repeats` estimates with `<metric>_std` beside
+it: independent reference draws when the reference can be drawn afresh (`gmm:` specs and toy data sets), otherwise
+fresh projections / subsamples of the fixed reference (`uncertainty` says which). For a redrawable reference the
+two-sample floor — the same metric between two independent exact samples of the same sizes — is reported as
+`<metric>_floor` (± `<metric>_floor_std`): no sampler can do better than the floor on average.
+Class-conditional samples (`labels`): `class_accuracy` and `per_class_accuracy` (fraction classified as their
+label) by the pinned digits classifier (digits) or the exact class posterior (`gmm:` specs with labels).
 """
 
 from __future__ import annotations
@@ -14,7 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["IMAGE_METRICS", "VECTOR_METRICS", "parse_metrics", "load_samples_npz", "evaluate_samples"]
+__all__ = [
+    "IMAGE_METRICS",
+    "VECTOR_METRICS",
+    "parse_metrics",
+    "load_samples_npz",
+    "load_labels_npz",
+    "evaluate_samples",
+    "class_accuracy",
+]
 
 IMAGE_METRICS = ("fid", "kid", "is", "pr")
 VECTOR_METRICS = ("swd", "mmd", "w2")
@@ -57,6 +71,21 @@ def load_samples_npz(path: str | Path) -> tuple[np.ndarray, dict]:
     return samples.astype(np.float32), extras
 
 
+def load_labels_npz(path: str | Path) -> np.ndarray | None:
+    """The `labels` array (int64, one per sample) of a `scorekit sample` output, or None when it has none."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "labels" not in z.files:
+                return None
+            labels = z["labels"]
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"cannot read {path}: {' '.join(str(e).split())}") from None
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{path}: 'labels' must be integers (dtype {labels.dtype})")
+    return labels.astype(np.int64).reshape(-1)
+
+
 def _check_samples(samples: np.ndarray, shape: tuple, kind: str) -> np.ndarray:
     if samples.ndim < 2 or tuple(samples.shape[1:]) != tuple(shape):
         raise ValueError(f"samples have shape {tuple(samples.shape)}, the data has per-sample shape {tuple(shape)}")
@@ -89,10 +118,16 @@ def evaluate_samples(
     w2_max: int = 1000,
     seed: int = 0,
     device="cpu",
+    repeats: int = 5,
+    floor: bool | None = None,
+    labels=None,
+    classifier: str = "auto",
 ) -> dict:
     """Metrics of `samples` (user units: images in [0, 1], channels first) against `data`'s `split`.
     With `ref_stats`, reference features come from that `.npz` (created if absent; refused if its extractor,
-    hash, data, split or N differ)."""
+    hash, data, split or N differ). Vector metrics are means over `repeats` estimates with `<metric>_std`;
+    `floor` (default: whenever the reference can be redrawn) adds the two-sample floor. With `labels` (one per
+    sample) and a classifier for the data (`classifier="auto"`; "none" skips), per-class accuracy."""
     from ..data import load_data
 
     samples = np.asarray(samples.detach().cpu() if torch.is_tensor(samples) else samples, dtype=np.float32)
@@ -109,6 +144,12 @@ def evaluate_samples(
     samples = _check_samples(samples, shape, kind)
     if len(samples) < 2:
         raise ValueError(f"need at least 2 samples, got {len(samples)}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+    if labels is not None:
+        labels = np.asarray(labels.detach().cpu() if torch.is_tensor(labels) else labels).reshape(-1)
+        if len(labels) != len(samples):
+            raise ValueError(f"{len(labels)} labels for {len(samples)} samples")
     result: dict = {}
     if kind == "image":
         result.update(
@@ -118,8 +159,15 @@ def evaluate_samples(
     else:
         ref = ds_ref.user_data().double().reshape(len(ds_ref), -1)
         x = torch.from_numpy(samples).double().reshape(len(samples), -1)
-        result.update(_vector_metrics(x, ref, names, swd_projections, w2_max, seed))
+        result.update(_vector_metrics_repeated(x, ref, data, split, names, swd_projections, w2_max, seed, repeats,
+                                               floor))  # fmt: skip
         result["num_reference"] = len(ref)
+    if labels is not None and classifier != "none":
+        acc = class_accuracy(samples, labels, data, kind, shape, device=device)
+        if acc is None and classifier not in ("auto", "none"):
+            raise ValueError(f"no classifier for the samples of {data!r} (per-class accuracy needs digits or gmm:)")
+        if acc is not None:
+            result.update(acc)
     result["num_samples"] = len(samples)
     result["data"] = data
     result["split"] = split
@@ -191,6 +239,72 @@ def _features(ext, x) -> tuple[np.ndarray, np.ndarray | None]:
     parts = {rank: torch.from_numpy(f if lg is None else np.concatenate([f, lg], 1))}
     allf = torch.cat([v for _, v in sorted(gather_batches(parts).items())]).numpy()
     return (allf, None) if lg is None else (allf[:, : f.shape[1]], allf[:, f.shape[1] :])
+
+
+def redrawable(data: str) -> bool:
+    """Whether `load_data(data, seed=s)` gives an independent exact sample for each seed (`gmm:` and toys)."""
+    from ..data import TOY_DATASETS
+
+    return data.startswith("gmm:") or data in TOY_DATASETS
+
+
+def _vector_metrics_repeated(x, ref, data, split, names, swd_projections, w2_max, seed, repeats, floor) -> dict:
+    """Each metric as the mean ± std of `repeats` estimates (repeat 0 is the single estimate of old), and the
+    two-sample floor when the reference can be redrawn."""
+    from ..data import load_data
+    from .vector import mean_std
+
+    redraw = redrawable(data)
+    if floor and not redraw:
+        raise ValueError(f"a two-sample floor needs a reference that can be drawn afresh (gmm: or a toy), not {data!r}")
+    floor = redraw if floor is None else bool(floor)
+
+    def fresh(num, s):
+        return load_data(data, split=split, num=num, seed=s).user_data().double().reshape(num, -1)
+
+    refs = [ref] + [fresh(len(ref), seed + 1000 * r) if redraw else ref for r in range(1, repeats)]
+    runs = [_vector_metrics(x, refs[r], names, swd_projections, w2_max, seed + 101 * r) for r in range(repeats)]
+    out = dict(runs[0])
+    for k in runs[0]:
+        if k in ("sliced_wasserstein", "mmd", "w2"):
+            out[k], out[f"{k}_std"] = mean_std(run[k] for run in runs)
+    out["metric_repeats"] = int(repeats)
+    out["uncertainty"] = "reference redraws" if redraw else "projections and subsamples of the fixed reference"
+    if floor:
+        fl = [_vector_metrics(fresh(len(x), seed + 1000 * r + 500), refs[r], names, swd_projections, w2_max,
+                              seed + 101 * r) for r in range(repeats)]  # fmt: skip
+        for k in ("sliced_wasserstein", "mmd", "w2"):
+            if k in fl[0]:
+                out[f"{k}_floor"], out[f"{k}_floor_std"] = mean_std(f[k] for f in fl)
+    return out
+
+
+def class_accuracy(samples, labels, data: str, kind: str, shape, device="cpu") -> dict | None:
+    """Per-class accuracy of labelled samples under the data's classifier: the pinned digits CNN for digits,
+    the exact class posterior for a labelled `gmm:` spec; None when there is no classifier for `data`."""
+    from .vector import per_class_accuracy
+
+    x = torch.as_tensor(np.asarray(samples))
+    if kind == "image" and data == "digits" and tuple(shape) == (1, 8, 8):
+        from .digits_classifier import load_digits_classifier
+
+        net, digest = load_digits_classifier()
+        net = net.to(device)
+        with torch.no_grad():
+            pred = torch.cat([net(b.float().to(device)).argmax(1).cpu() for b in x.split(1024)])
+        name = f"digits ({digest[:12]})"
+    elif data.startswith("gmm:"):
+        from ..analytic import load_gmm_spec
+
+        gmm = load_gmm_spec(data[4:])
+        if gmm.labels is None:
+            return None
+        pred = gmm.class_posterior(x.double().reshape(len(x), -1), 0.0).argmax(1)
+        name = "gmm exact class posterior"
+    else:
+        return None
+    overall, per = per_class_accuracy(pred.numpy(), labels)
+    return {"class_accuracy": overall, "per_class_accuracy": per, "class_accuracy_classifier": name}
 
 
 def _vector_metrics(x: torch.Tensor, ref: torch.Tensor, names, swd_projections, w2_max, seed, mmd_max=2000) -> dict:

@@ -14,7 +14,9 @@ __all__ = ["collect_results", "render_report", "save_sample_grid"]
 
 _ORDER = ["fid", "kid", "kid_std", "is", "is_std", "precision", "recall", "sliced_wasserstein", "mmd", "w2", "nfe"]
 _LABEL_KEYS = ("label", "name", "sampler")
-_SKIP = {"num_samples", "num_reference", "kid_subset_size", "is_splits", "pr_k", "w2_num", "mmd_num", "seed", "steps"}
+_SKIP = {"num_samples", "num_reference", "kid_subset_size", "is_splits", "pr_k", "w2_num", "mmd_num", "seed", "steps",
+         "metric_repeats"}  # fmt: skip
+_WITH_STD = ("sliced_wasserstein", "mmd", "w2")  # shown as "mean ± std" in one cell; their floor in its own column
 
 
 def collect_results(inputs: list[str | Path]) -> list[dict]:
@@ -63,7 +65,15 @@ def _is_number(v) -> bool:
 
 def _columns(records: list[dict]) -> list[str]:
     keys = {k for r in records for k, v in r.items() if _is_number(v) and k not in _SKIP and not k.startswith("_")}
-    return [k for k in _ORDER if k in keys] + sorted(keys - set(_ORDER))
+    keys -= {f"{m}_std" for m in _WITH_STD} | {f"{m}_floor_std" for m in _WITH_STD}
+    order = [k for m in _ORDER for k in ((m, f"{m}_floor") if m in _WITH_STD else (m,))]
+    return [k for k in order if k in keys] + sorted(keys - set(order))
+
+
+def _cell(r: dict, c: str) -> str:
+    """A table cell: the value, with ± its std where the record carries one for a vector metric or its floor."""
+    std = r.get(f"{c}_std") if c in _WITH_STD or (c.endswith("_floor") and c[: -len("_floor")] in _WITH_STD) else None
+    return _fmt(r.get(c)) + (f" ± {_fmt(std)}" if _is_number(std) and _is_number(r.get(c)) else "")
 
 
 def _fmt(v) -> str:
@@ -162,7 +172,7 @@ def render_report(
         ext = r.get("feature_extractor", "")
         if r.get("feature_extractor_sha256"):
             ext = f"{ext} ({str(r['feature_extractor_sha256'])[:12]})"
-        lines.append(f"| {r['_label']} | " + " | ".join(_fmt(r.get(c)) for c in cols) + f" | {ext} |")
+        lines.append(f"| {r['_label']} | " + " | ".join(_cell(r, c) for c in cols) + f" | {ext} |")
     images: list[tuple[str, str]] = []
     plot = _plot_vs_nfe(records, out.parent)
     if plot is not None:

@@ -6,7 +6,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["sliced_wasserstein", "mmd_rbf", "median_bandwidth", "wasserstein2_exact"]
+__all__ = [
+    "sliced_wasserstein",
+    "mmd_rbf",
+    "median_bandwidth",
+    "wasserstein2_exact",
+    "mean_std",
+    "per_class_accuracy",
+]
 
 
 def sliced_wasserstein(
@@ -121,3 +128,24 @@ def _transport_lp(cost: np.ndarray) -> float:
     if not res.success:
         raise ValueError(f"transport LP failed: {res.message}")
     return float(res.fun)
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0 for a single value) of repeated metric estimates."""
+    v = np.asarray(list(values), dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("no values")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def per_class_accuracy(predicted, labels) -> tuple[float, dict[str, float]]:
+    """Fraction of samples a classifier assigns to their requested label, overall and per label (keys: the
+    label as a string, so the dict is JSON-ready)."""
+    p = np.asarray(predicted).reshape(-1)
+    y = np.asarray(labels).reshape(-1)
+    if p.shape != y.shape:
+        raise ValueError(f"{p.size} predictions for {y.size} labels")
+    if y.size == 0:
+        raise ValueError("no labelled samples")
+    per = {str(int(c)): float((p[y == c] == c).mean()) for c in np.unique(y)}
+    return float((p == y).mean()), per

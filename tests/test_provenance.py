@@ -1,0 +1,129 @@
+"""Provenance records (.npz / .json / safetensors) and `scorekit info` on files and run directories."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from scorekit.provenance import (
+    attach_to_json,
+    attach_to_npz,
+    config_sha256,
+    npz_entry,
+    provenance,
+    read_provenance,
+)
+
+
+def _cli(*argv):
+    from scorekit.cli import main
+
+    return main([str(a) for a in argv])
+
+
+def _gmm(tmp_path):
+    spec = {"weights": [0.5, 0.5], "means": [[-1.0, 0.0], [1.0, 0.0]], "variances": [[0.1, 0.1], [0.1, 0.1]]}
+    p = tmp_path / "gmm.json"
+    p.write_text(json.dumps(spec))
+    return p, spec
+
+
+def _run(tmp_path):
+    from scorekit.checkpoint import save_checkpoint, write_config
+    from scorekit.ema import EMA
+
+    cfg = {"kind": "score_model", "data": {"spec": "moons"}, "process": {"name": "vp"}, "objective": "dsm",
+           "network": {"arch": "mlp"}, "training": {"steps": 40, "ema_sigma_rel": 0.1}}  # fmt: skip
+    run = tmp_path / "run"
+    write_config(run, cfg)
+    net = torch.nn.Linear(2, 2)
+    ema = EMA(net, (0.05, 0.10))
+    for step in range(1, 21):
+        ema.update(net, step)
+        if step % 10 == 0:
+            ema.save_snapshots(run / "ema_snapshots")
+    save_checkpoint(run, 20, {"model": (net.state_dict(), {}), "ema": (ema.module(0.1).state_dict(),
+                                                                        {"sigma_rel": "0.1"})})  # fmt: skip
+    (run / "log.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in (5, 10, 15, 20)))
+    return run, cfg
+
+
+def test_record_fields_and_model_identity(tmp_path):
+    p, spec = _gmm(tmp_path)
+    rec = provenance(["scorekit", "sample", "--seed", "3"], model=f"gmm:{p}", seed=3, sampler="heun")
+    assert rec["scorekit_version"] and rec["torch_version"] == torch.__version__
+    assert rec["command_line"] == "scorekit sample --seed 3" and rec["time_utc"].endswith("Z")
+    assert rec["model"] == {"kind": "gmm", "spec": f"gmm:{p}", "spec_sha256": config_sha256(spec)}
+    assert rec["settings"] == {"seed": 3, "sampler": "heun"}
+    # host-independent: no machine name or user anywhere in the record
+    import getpass
+    import socket
+
+    text = json.dumps(rec)
+    assert socket.gethostname() not in text.replace(str(tmp_path), "") or socket.gethostname() == "localhost"
+    assert f'"{getpass.getuser()}"' not in text
+    # config hash does not depend on key order
+    assert config_sha256({"a": 1, "b": [1, 2]}) == config_sha256({"b": [1, 2], "a": 1})
+    run, cfg = _run(tmp_path)
+    m = provenance([], model=run)["model"]
+    assert m["kind"] == "run" and m["config_sha256"] == config_sha256(cfg) and m["step"] == 20
+    assert len(m["ema_sha256"]) == 64 and m["ema_sigma_rel"] == 0.1
+    with pytest.raises(ValueError):
+        provenance([], model=tmp_path / "missing_run")
+
+
+def test_attach_and_read_back(tmp_path):
+    rec = provenance(["scorekit", "sample"], seed=1)
+    np.savez(tmp_path / "s.npz", samples=np.zeros((4, 2), np.float32), nfe=np.float64(10))
+    assert read_provenance(tmp_path / "s.npz") is None
+    attach_to_npz(tmp_path / "s.npz", rec)
+    assert read_provenance(tmp_path / "s.npz") == rec
+    with np.load(tmp_path / "s.npz") as z:  # still an ordinary npz with its arrays and a string entry
+        assert set(z.files) == {"samples", "nfe", "provenance"} and z["provenance"].dtype.kind == "U"
+    attach_to_npz(tmp_path / "s.npz", {**rec, "settings": {"seed": 2}})  # replacing an existing entry
+    assert read_provenance(tmp_path / "s.npz")["settings"] == {"seed": 2}
+    np.savez(tmp_path / "t.npz", samples=np.ones(3), provenance=npz_entry(rec))  # writers that build the npz
+    assert read_provenance(tmp_path / "t.npz") == rec
+    obj = attach_to_json({"fid": 1.5}, rec)
+    (tmp_path / "m.json").write_text(json.dumps(obj))
+    assert read_provenance(tmp_path / "m.json") == rec and obj["fid"] == 1.5
+    with pytest.raises(ValueError):
+        attach_to_json([1, 2], rec)
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 truncated")
+    for bad in ("bad.npz", "nowhere.npz"):
+        with pytest.raises(ValueError):
+            read_provenance(tmp_path / bad)
+    np.savez(tmp_path / "badprov.npz", samples=np.ones(2), provenance=np.array("{not json"))
+    with pytest.raises(ValueError, match="provenance"):
+        read_provenance(tmp_path / "badprov.npz")
+
+
+def test_info_command(tmp_path, capsys):
+    rec = provenance(["scorekit", "evaluate"], seed=0)
+    np.savez(tmp_path / "s.npz", samples=np.zeros((4, 2), np.float32), nfe=np.float64(10), provenance=npz_entry(rec))
+    assert _cli("info", tmp_path / "s.npz") == 0
+    out = capsys.readouterr().out
+    assert "samples: " in out and "[4, 2]" in out and "command_line: scorekit evaluate" in out
+    (tmp_path / "m.json").write_text(json.dumps(attach_to_json({"w2": 0.25, "num_samples": 4}, rec)))
+    assert _cli("info", tmp_path / "m.json") == 0
+    out = capsys.readouterr().out
+    assert "w2: 0.25" in out and "scorekit_version" in out
+    run, _ = _run(tmp_path)
+    assert _cli("info", run, "--log-lines", 2) == 0
+    out = capsys.readouterr().out
+    assert "steps_planned: 40" in out and "steps_done: 20" in out and '"sigma_rel": 0.1' in out
+    assert '"count": 4' in out and out.count('"loss"') == 2 and "process: vp" in out
+    assert _cli("info", run, "--json") == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["ema_snapshots"]["sigma_rels"] == [0.05, 0.1] and info["log_records"] == 4
+    (tmp_path / "corrupt.npz").write_bytes(b"\x00" * 50)
+    (tmp_path / "corrupt.json").write_text("{oops")
+    (tmp_path / "x.txt").write_text("hi")
+    for bad in ("corrupt.npz", "corrupt.json", "x.txt", "missing.npz"):
+        assert _cli("info", tmp_path / bad) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "error" in err, (bad, err)
+    (run / "model.safetensors").write_bytes(b"garbage")
+    assert _cli("info", run) == 2
+    assert capsys.readouterr().err.count("\n") == 1
