@@ -48,12 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"scorekit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for modname in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(f"scorekit.commands.{modname}")
-        except ModuleNotFoundError as e:
-            if e.name == f"scorekit.commands.{modname}":
-                continue
-            raise
+        mod = importlib.import_module(f"scorekit.commands.{modname}")
         names = mod.NAME if isinstance(mod.NAME, (list, tuple)) else [mod.NAME]
         p = sub.add_parser(names[0], aliases=list(names[1:]), help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)

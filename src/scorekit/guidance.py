@@ -85,20 +85,7 @@ class ExactClassifier(NoisyClassifier):
         self.num_classes = gmm.num_classes
 
     def log_probs(self, x: Tensor, sigma) -> Tensor:
-        xd = x.to(torch.float64).reshape(x.shape[0], -1)
-        sig = sigma_vector(sigma, xd)
-        logits = self.gmm._component_logp(xd, sig) + self.gmm.weights.clamp(min=1e-300).log()[None]
-        total = torch.logsumexp(logits, dim=-1, keepdim=True)
-        per_class = torch.stack(
-            [
-                torch.logsumexp(logits[:, self.gmm.labels == c], dim=-1)
-                if bool((self.gmm.labels == c).any())
-                else torch.full_like(total[:, 0], -math.inf)
-                for c in range(self.num_classes)
-            ],
-            dim=1,
-        )
-        return (per_class - total).to(x.dtype if x.is_floating_point() else torch.float64)
+        return self.gmm.class_log_posterior(x, sigma).to(x.dtype if x.is_floating_point() else torch.float64)
 
     def grad_log_prob(self, x: Tensor, sigma, y: Tensor) -> Tensor:
         """∇ log p(y | x, σ) = ∇ log p_σ(x | y) − ∇ log p_σ(x), in closed form."""
@@ -199,11 +186,19 @@ def _labels_for(fixed, given, batch: int, device) -> Tensor:
 
 
 class _Wrapper(Denoiser):
+    """A transform of a protocol denoiser: same process, data shape and σ range; labels are given per call."""
+
     def __init__(self, denoiser: Denoiser):
-        super().__init__(getattr(denoiser, "process", None), getattr(denoiser, "data_shape", None))
+        super().__init__(denoiser.process, denoiser.data_shape)
         self.denoiser = denoiser
-        self.sigma_min = getattr(denoiser, "sigma_min", self.sigma_min)
-        self.sigma_max = getattr(denoiser, "sigma_max", self.sigma_max)
+        self.sigma_min, self.sigma_max = denoiser.sigma_min, denoiser.sigma_max
+
+    @property
+    def labels_required(self) -> bool:
+        return True
+
+
+_MODEL_NULL = object()  # ClassifierFreeGuidedDenoiser: take the model's own null label
 
 
 class ClassifierGuidedDenoiser(_Wrapper):
@@ -249,25 +244,32 @@ class ClassifierGuidedDenoiser(_Wrapper):
 class ClassifierFreeGuidedDenoiser(_Wrapper):
     """D_w = (1 + w)·D(x, σ | y) − w·D(x, σ | ∅) (Ho & Salimans 2022, eq. 6); w = 0 is plain conditional.
 
-    `null_label`: the label index the model was trained with for "no condition" (num_classes for scorekit's
-    networks trained with condition dropout); both branches then run as one doubled batch. None calls the
-    unconditional branch with class_labels=None (e.g. the exact mixture denoiser).
+    `null_label`: the label index the model was trained with for "no condition" (default: the model's
+    `null_label`); both branches then run as one doubled batch. None calls the unconditional branch with
+    class_labels=None (e.g. the exact mixture denoiser).
     """
 
     def __init__(
         self,
         cond_denoiser: Denoiser,
         w: float = 1.0,
-        null_label: int | None = None,
+        null_label=_MODEL_NULL,
         class_labels: int | Tensor | None = None,
     ):
         super().__init__(cond_denoiser)
+        if null_label is _MODEL_NULL:
+            null_label = cond_denoiser.null_label
         if not math.isfinite(float(w)):
             raise ValueError(f"classifier-free guidance weight must be finite, got {w}")
         self.w = float(w)
-        self.null_label = None if null_label is None else int(null_label)
+        self._null_label = None if null_label is None else int(null_label)
         self.class_labels = class_labels
-        self.num_classes = int(getattr(cond_denoiser, "num_classes", 0))
+        self.num_classes = int(cond_denoiser.num_classes)
+
+    @property
+    def null_label(self) -> int | None:
+        """The unconditional branch's label (the model's null label)."""
+        return self._null_label
 
     def denoise(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
         y = _labels_for(self.class_labels, class_labels, x.shape[0], x.device)
