@@ -97,7 +97,7 @@ def dlg_from_args(
         if gmm is None:
             raise ValueError("--noise-posterior exact needs an analytic model (--model gmm:SPEC.json)")
         smin = max(float(denoiser.sigma_min), 0.002)
-        smax = float((process or denoiser).sigma_max)
+        smax = float(args.sigma_max if args.sigma_max is not None else (process or denoiser).sigma_max)
         estimator = ExactNoisePosterior(gmm, make_levels(smin, smax, int(getattr(args, "dlg_levels", None) or 1000)))
     elif clf:
         estimator = TrainedNoiseClassifier(clf, device=device)

@@ -165,9 +165,10 @@ class Schedule:
         return "log" if sp == "uniform_t" and process is None else sp
 
     def _range(self, process, model, sigma_min, sigma_max):
-        """(σ_min, σ_max): this schedule's own values, else the caller's, else the process's, else the model's."""
-        smin = self.sigma_min if self.sigma_min is not None else sigma_min
-        smax = self.sigma_max if self.sigma_max is not None else sigma_max
+        """(σ_min, σ_max): the caller's (e.g. DMCMC's per-sample start), else this schedule's, else the process's,
+        else the model's."""
+        smin = sigma_min if sigma_min is not None else self.sigma_min
+        smax = sigma_max if sigma_max is not None else self.sigma_max
         src = process if process is not None else model
         if smin is None:
             smin = getattr(src, "sigma_min", None) if src is not None else None
