@@ -21,7 +21,6 @@ from scorekit.guidance import (
     ancestral_mean_shift,
     load_classifier,
     parse_class_labels,
-    sample_ancestral_mean_shift,
 )
 from scorekit.metrics.vector import sliced_wasserstein
 from scorekit.models import build_network
@@ -218,9 +217,8 @@ def test_mean_shift_ancestral_sampler_reaches_class_conditional(gmm):
     ref, floor = _floor(gmm, 1)
     x, g = _prior(N, 10)
     sig = get_sigmas("karras", 200, sigma_min=0.002, sigma_max=80.0)
-    out = sample_ancestral_mean_shift(
-        gmm.denoiser(), x, sig, classifier=ExactClassifier(gmm), scale=1.0, class_labels=1, generator=g
-    )
+    guided = ClassifierGuidedDenoiser(gmm.denoiser(), ExactClassifier(gmm), 1.0, class_labels=1)
+    out = get_sampler("ancestral").fn(guided, x, sig, generator=g, mean_shift=True)
     assert out.nfe == 200
     assert sliced_wasserstein(out.x, ref) < 1.5 * floor
 

@@ -8,8 +8,8 @@ to the score. In σ-space, where score = (D − x)/σ², that is
 so every sampler is guidable unchanged. Equivalently ε̂_s = (x̂ − D_s)/σ = ε̂ − σ·s·∇_x̂ log p: with
 x_t = s(t)·x̂ and ∇_{x_t} = ∇_x̂ / s(t) this is the paper's ε̂ − √(1−ᾱ)·s·∇_{x_t} log p (Alg. 2), because
 σ·s(t) = √(1−ᾱ) for VP/DDPM. The mean-shift form for DDPM ancestral sampling (Alg. 1, μ + s·Σ·∇ log p)
-is `ancestral_mean_shift` / `sample_ancestral_mean_shift`; it agrees with the score form to first order in
-the step size.
+is `ancestral_mean_shift` (sampled by `sample_ancestral(..., mean_shift=True)`); it agrees with the score form
+to first order in the step size.
 
 Classifier-free guidance (Ho & Salimans 2022, eq. 6): D_w = (1 + w)·D(x, σ | y) − w·D(x, σ | ∅).
 """
@@ -17,7 +17,6 @@ Classifier-free guidance (Ho & Salimans 2022, eq. 6): D_w = (1 + w)·D(x, σ | y
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,7 +27,7 @@ from .analytic import GaussianMixture
 from .checkpoint import CheckpointError, load_network, read_config
 from .models.parameterization import Denoiser, Preconditioning, bcast, sigma_vector
 from .processes import Process, get_process
-from .samplers.base import CountingDenoiser, SamplerOutput, as_sigma_table, noise_like, sigma_at
+from .samplers.ddpm import shifted_mean
 
 __all__ = [
     "NoisyClassifier",
@@ -38,7 +37,6 @@ __all__ = [
     "ClassifierGuidedDenoiser",
     "ClassifierFreeGuidedDenoiser",
     "ancestral_mean_shift",
-    "sample_ancestral_mean_shift",
     "parse_class_labels",
     "INPUT_MODES",
     "NOISE_BANDS",
@@ -233,6 +231,18 @@ class ClassifierGuidedDenoiser(_Wrapper):
         scale = bcast(scale.expand(x.shape[0]), x) if scale.ndim else scale
         return bcast(sigma, x) ** 2 * scale * grad
 
+    def base(self, x: Tensor, sigma, class_labels: Tensor | None = None) -> Tensor:
+        """D(x, σ) before guidance (given the label when `condition_base`)."""
+        y = _labels_for(self.class_labels, class_labels, x.shape[0], x.device)
+        return self.denoiser(x, sigma, y if self.condition_base else None)
+
+    def guidance_grad(self, x: Tensor, sigma, class_labels: Tensor | None = None) -> Tensor:
+        """s·∇_x log p(y | x, σ) (what Alg. 1's mean shift multiplies by Σ; `sample_ancestral(mean_shift=True)`)."""
+        y = _labels_for(self.class_labels, class_labels, x.shape[0], x.device)
+        scale = torch.as_tensor(self.scale, dtype=x.dtype, device=x.device)
+        scale = bcast(scale.expand(x.shape[0]), x) if scale.ndim else scale
+        return scale * self.classifier.grad_log_prob(x, sigma_vector(sigma, x), y)
+
     def denoise(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
         y = _labels_for(self.class_labels, class_labels, x.shape[0], x.device)
         base = self.denoiser(x, sigma, y if self.condition_base else None)
@@ -300,11 +310,10 @@ def ancestral_mean_shift(
     process: Process | None = None,
     variance: Tensor | None = None,
 ) -> Tensor:
-    """Dhariwal & Nichol 2021, Alg. 1: μ ↦ μ + s·Σ·∇_{x_t} log p(y | x_t), taken in process space.
+    """Dhariwal & Nichol 2021, Alg. 1: μ ↦ μ + s·Σ·∇_{x_t} log p(y | x_t), in σ-space (`samplers.ddpm.shifted_mean`).
 
-    All arguments are σ-space: x at σ, `mean` the ancestral step's mean at σ_next, `variance` its variance
-    (default: the DDPM posterior variance σ_next²(σ² − σ_next²)/σ², i.e. β̃_t). With x_t = s_t·x̂ the process-
-    space shift s·s_next²·Σ̂·∇_x̂/s_t becomes s·(s_next/s_t)·Σ̂·∇_x̂ log p in σ-space.
+    x at σ, `mean` the ancestral step's mean at σ_next, `variance` its variance (default: the DDPM posterior
+    variance σ_next²(σ² − σ_next²)/σ², i.e. β̃_t). `sample_ancestral(..., mean_shift=True)` samples with it.
     """
     sig = sigma_vector(sigma, x)
     sig_next = sigma_vector(sigma_next, x)
@@ -312,53 +321,8 @@ def ancestral_mean_shift(
     if variance is None:
         variance = sig_next**2 * (sig**2 - sig_next**2) / sig**2
     variance = sigma_vector(variance, x) if not isinstance(variance, Tensor) or variance.ndim <= 1 else variance
-    if process is None:
-        ratio = torch.ones_like(sig)
-    else:
-        s_t = process.scale_of_sigma(sig.to(torch.float64))
-        s_n = process.scale_of_sigma(sig_next.clamp(min=process.sigma_min).to(torch.float64))
-        ratio = (s_n / s_t).to(x.dtype)
-    grad = classifier.grad_log_prob(x, sig, y)
-    var = bcast(variance, x) if variance.ndim == 1 else variance
-    return mean + float(scale) * bcast(ratio, x) * var * grad
-
-
-@torch.no_grad()
-def sample_ancestral_mean_shift(
-    denoiser,
-    x: Tensor,
-    sigmas,
-    *,
-    classifier: NoisyClassifier,
-    scale: float = 1.0,
-    class_labels=None,
-    process: Process | None = None,
-    generator: torch.Generator | None = None,
-    callback: Callable | None = None,
-):
-    """DDPM ancestral sampling with classifier guidance by mean shift (Dhariwal & Nichol 2021, Alg. 1).
-
-    Each step draws x̂_next ~ N(μ + s·Σ·∇log p, Σ) with the DDPM posterior in σ-space
-    μ = D + (σ_next²/σ²)(x̂ − D), Σ = σ_next²(σ² − σ_next²)/σ²; the last step returns D. NFE = N.
-    """
-    table = as_sigma_table(sigmas, x)
-    D = CountingDenoiser(denoiser)
-    n = table.shape[1] - 1
-    y = _labels_for(None, class_labels, x.shape[0], x.device)
-    for i in range(n):
-        sig, sig_next = sigma_at(table, i), sigma_at(table, i + 1)
-        den = D(x, sig)
-        if i == n - 1 or bool((sig_next <= 0).all()):
-            x = den
-        else:
-            r = bcast(sig_next**2 / sig**2, x)
-            mean = den + r * (x - den)
-            var = sig_next**2 * (sig**2 - sig_next**2) / sig**2
-            mean = ancestral_mean_shift(classifier, x, sig, sig_next, mean, y, scale, process, var)
-            x = mean + bcast(var.sqrt(), x) * noise_like(x, generator)
-        if callback is not None:
-            callback({"i": i, "x": x, "sigma": sig, "denoised": den})
-    return SamplerOutput(x, float(D.calls))
+    grad = float(scale) * classifier.grad_log_prob(x, sig, y)
+    return shifted_mean(mean, grad, sig, sig_next, variance, process)
 
 
 # --------------------------------------------------------------------------------------------------------

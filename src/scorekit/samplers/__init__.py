@@ -124,8 +124,8 @@ for _spec in (
         False,
         "uniform_t",
         lambda n, **_: n,
-        "DDPM ancestral sampling (β̃ 'posterior' or β 'forward' variance)",
-        ("variance",),
+        "DDPM ancestral sampling (β̃ 'posterior' or β 'forward' variance; mean_shift: Alg. 1 classifier guidance)",
+        ("variance", "mean_shift"),
     ),
     SamplerSpec("ddim", sample_ddim, True, "uniform_t", lambda n, **_: n, "DDIM; eta=0 deterministic", ("eta",)),
     SamplerSpec(
