@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _default_threads() -> None:
-    """CPU threads: honour OMP_NUM_THREADS / SCOREKIT_THREADS, else use half the cores. On a busy 2-core machine
-    two OpenMP threads per process were measured 50× slower than one (spin-waiting on shared cores)."""
+    """CPU threads: honour OMP_NUM_THREADS / SCOREKIT_THREADS, else half the cores (OpenMP threads spin-wait on
+    busy shared cores)."""
     import torch
 
     want = os.environ.get("SCOREKIT_THREADS")

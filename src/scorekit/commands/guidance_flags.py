@@ -43,7 +43,7 @@ def _check_compatible(classifier: TrainedClassifier, denoiser, run_config: dict 
     """The classifier must see the model's data space: same shape and the same user → model range map."""
     data = getattr(classifier, "data_config", {}) or {}
     shape = data.get("shape")
-    dshape = getattr(denoiser, "data_shape", None)
+    dshape = denoiser.data_shape
     if shape is not None and dshape is not None and tuple(shape) != tuple(dshape):
         raise ValueError(f"the classifier was trained on data of shape {tuple(shape)}, the model makes {dshape}")
     mine, theirs = data.get("transform"), ((run_config or {}).get("data") or {}).get("transform")
@@ -76,7 +76,7 @@ def guided_denoiser_from_args(args, denoiser, gmm: GaussianMixture | None = None
     if mode == "none":
         if spec is None:
             return denoiser, None
-        k = int(getattr(denoiser, "num_classes", 0))
+        k = denoiser.num_classes
         if k <= 0:
             raise ValueError("--class needs --guidance classifier|cfg or a class-conditional model")
         return denoiser, parse_class_labels(spec, num, k, seed)

@@ -129,8 +129,8 @@ def _side_by_side(path: Path, left: Tensor, right: Tensor, nrow: int = 10) -> No
     Image.fromarray(img).resize((img.shape[1] * 4, img.shape[0] * 4), Image.NEAREST).save(path)
 
 
-# many short chains (a cheap 5-step start-up, 2 outputs each) beat few long ones: seeds 0-3, 1000 samples,
-# DLG + heun 10.5 NFE FID 12.0/11.4/15.2/14.4 vs heun 11 NFE 13.6/14.5/16.9/15.2 (chains=100, init_steps=20 lost)
+# many short chains (cheap 5-step start-up, 2 outputs each): independent start-ups fix the mode weights
+# (docs/architecture.md, "Denoising MCMC"; measured in benchmarks/results/dmcmc*.md)
 DIGITS_DLG = dict(chains=500, skip=1, eta=0.7, burn_in=0, init_steps=5, finisher_steps=3)
 
 

@@ -92,12 +92,6 @@ def schedule_from_args(args) -> Schedule:
     return Schedule.parse(args.schedule, rho=args.rho, sigma_min=args.sigma_min, sigma_max=args.sigma_max)
 
 
-def parse_schedule(text):
-    """--schedule text → a name, a list of σ, or None (kept for scripts; `schedule_from_args` is the one builder)."""
-    sp = Schedule.parse(text).spacing
-    return list(sp) if isinstance(sp, tuple) else sp
-
-
 def _preview_rows(shape) -> int:
     """Rows kept in memory for the --grid picture: 100 images or 2000 points."""
     return 100 if len(shape) == 3 else 2000

@@ -6,10 +6,11 @@ state of each window to any reverse-S/ODE integrator, which only has to denoise 
 Pieces (all in σ-space, so VE, VP, sub-VP and DDPM models work alike; the score is (D(x, σ) − x)/σ²):
 - a noise-level estimator over a decreasing σ grid: `ExactNoisePosterior` (p(σ_k | x) ∝ p_{σ_k}(x) for a
   Gaussian mixture) or `TrainedNoiseClassifier` (a `kind="noise_classifier"` run directory);
-- the Denoising Langevin Gibbs (DLG) kernel: x ← x + η/2·s(x, σ) + √η·z (ULA, or Metropolis-adjusted:
-  MALA), then σ ← argmax (reference) or a draw from p(σ | x);
-- any registered sampler as the finisher, its schedule rebuilt per sample from σ_start down to
-  `tweedie_sigma`, whose last step x ← D(x, σ) is the Tweedie step of the reference.
+- the Denoising Langevin Gibbs (DLG) kernel `GibbsKernel`: x ← x + η/2·s(x, σ) + √η·z (ULA, or
+  Metropolis-adjusted: MALA), then σ ← argmax (reference) or a draw from p(σ | x);
+- the driver `DLGRun` (start-up, rounds, costs) and any registered sampler as the finisher, its σ table built by
+  `samplers.Schedule` per sample from σ_start down to `tweedie_sigma`; the last step x ← D(x, σ) is the
+  reference's Tweedie step.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class DLGConfig:
     sigma_update: "argmax" (reference) or "sample" from p(σ | x); kernel: "ula" (reference) or "mala";
     burn_in: Gibbs steps after the start-up sample; init_sampler/init_steps: the full start-up integrator;
     init_noise: std of the noise added to its output; finisher/finisher_steps/finisher_schedule: the
-    integrator that denoises from σ_start (schedule None = the sampler's default); tweedie_sigma: the
+    integrator that denoises from σ_start (schedule: a name or σ list, None = the sampler's default); tweedie_sigma: the
     lowest σ of the finisher schedule, whose final step D(x, σ) is the Tweedie step;
     include_carried: whether the state carried in from the previous output competes for the next one;
     finisher_options: extra keyword options of the finisher (e.g. rk45's rtol/atol).
@@ -54,7 +55,7 @@ class DLGConfig:
     init_noise: float = 0.5
     finisher: str = "heun"
     finisher_steps: int = 3
-    finisher_schedule: str | None = None
+    finisher_schedule: str | tuple[float, ...] | None = None
     tweedie_sigma: float = 0.01
     include_carried: bool = True
     finisher_options: dict = field(default_factory=dict)
@@ -213,12 +214,12 @@ class DLGRun:
         cfg = self.cfg = (config or DLGConfig()).validate()
         if int(num) < 1:
             raise ValueError(f"num must be >= 1, got {num}")
-        self.shape = getattr(denoiser, "data_shape", None)
+        self.shape = denoiser.data_shape
         if self.shape is None:
             raise ValueError("the denoiser does not know its data shape (data_shape)")
         self.num, self.device, self.dtype, self.callback = int(num), device, dtype, callback
         self.denoiser, self.streaming = denoiser, streaming
-        self.process = process if process is not None else getattr(denoiser, "process", None)
+        self.process = process if process is not None else denoiser.process
         self.gen = generator if generator is not None else torch.Generator(device=device).manual_seed(0)
         schedule = schedule if schedule is not None else Schedule()
         if cfg.finisher_schedule is not None:  # the config's finisher spacing (a name or σ list) wins

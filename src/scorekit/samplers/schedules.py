@@ -170,10 +170,10 @@ class Schedule:
         smin = sigma_min if sigma_min is not None else self.sigma_min
         smax = sigma_max if sigma_max is not None else self.sigma_max
         src = process if process is not None else model
-        if smin is None:
-            smin = getattr(src, "sigma_min", None) if src is not None else None
-        if smax is None:
-            smax = getattr(src, "sigma_max", None) if src is not None else None
+        if smin is None and src is not None:
+            smin = src.sigma_min
+        if smax is None and src is not None:
+            smax = src.sigma_max
         return (0.002 if smin is None else float(smin)), (80.0 if smax is None else smax)
 
     def groups(
