@@ -225,3 +225,28 @@ def test_no_module_hides_a_failing_import_of_the_package_itself():
                     if own:
                         bad.append(f"{path.relative_to(SRC)}:{sub.lineno}")
     assert not bad, "own imports guarded by except ImportError: " + ", ".join(bad)
+
+
+# --- classifier guidance by mean shift is an option of the registered ancestral sampler -------------------------
+def test_mean_shift_is_an_ancestral_option_on_a_guided_denoiser(tmp_path):
+    from scorekit.guidance import ClassifierGuidedDenoiser, ExactClassifier
+
+    gmm = GaussianMixture(SPEC["weights"], SPEC["means"], SPEC["variances"], labels=[0, 1])
+    den = gmm.denoiser(VPSDE())
+    guided = ClassifierGuidedDenoiser(den, ExactClassifier(gmm), 1.0)
+    labels = torch.ones(64, dtype=torch.long)
+    opts = {"mean_shift": True}
+    out = torch.cat(
+        [b.x for b in sample_stream(guided, "ancestral", 100, 64, class_labels=labels, sampler_options=opts)]
+    )
+    assert (out[:, 0] > 0).float().mean() > 0.95  # class 1 is the component at +2
+    with pytest.raises(ValueError, match="mean_shift needs classifier guidance"):
+        list(sample_stream(den, "ancestral", 10, 4, sampler_options=opts))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({**SPEC, "labels": [0, 1]}))
+    argv = ["sample", "--model", f"gmm:{spec}", "--sampler", "ancestral", "--steps", "50", "--num", "32"]
+    argv += ["--out", str(tmp_path / "ms.npz"), "--sampler-opt", "mean_shift=true"]
+    argv += ["--guidance", "classifier", "--classifier", "exact", "--class", "0"]
+    assert main(argv) == 0
+    with np.load(tmp_path / "ms.npz") as f:
+        assert (f["samples"][:, 0] < 0).mean() > 0.9 and (f["labels"] == 0).all()

@@ -170,6 +170,8 @@ def sample_stream(
         if int(v) <= 0:
             raise ValueError(f"--{name} must be > 0, got {v}")
     spec = get_sampler(sampler)
+    if sampler_options is None and dlg is not None:
+        sampler_options = dlg.finisher_options
     opts = spec.check_options(dict(sampler_options or {}))
     schedule = schedule if schedule is not None else Schedule()
     shape = tuple(data_shape or denoiser.data_shape or ())
@@ -181,7 +183,7 @@ def sample_stream(
     if dlg is not None:
         if estimator is None:
             raise ValueError("Denoising MCMC needs a noise-level estimator")
-        cfg = replace(dlg, finisher=sampler, finisher_steps=int(steps), finisher_options=opts or dlg.finisher_options)
+        cfg = replace(dlg, finisher=sampler, finisher_steps=int(steps), finisher_options=opts)
         run = DLGRun(
             denoiser,
             estimator,

@@ -77,6 +77,10 @@ class DLGConfig:
             raise ValueError("burn_in must be >= 0 and init/finisher steps >= 1")
         if float(self.init_noise) < 0 or not float(self.tweedie_sigma) > 0:
             raise ValueError("init_noise must be >= 0 and tweedie_sigma > 0")
+        get_sampler(self.init_sampler)
+        get_sampler(self.finisher).check_options(self.finisher_options)
+        if self.finisher_schedule is not None:
+            Schedule.parse(self.finisher_schedule)
         return self
 
 
