@@ -132,7 +132,7 @@ class Schedule:
         sp = self.spacing
         if sp is not None and not isinstance(sp, str):
             object.__setattr__(self, "spacing", tuple(float(v) for v in sp))
-        elif isinstance(sp, str) and sp not in SCHEDULES:
+        elif isinstance(sp, str) and sp not in SCHEDULES and not sp.endswith(".json"):
             raise ValueError(f"unknown schedule {sp!r} (choose from {', '.join(SCHEDULES)} or give a σ list)")
         if not (math.isfinite(float(self.rho)) and float(self.rho) > 0):
             raise ValueError(f"rho must be positive and finite, got {self.rho}")
@@ -143,11 +143,11 @@ class Schedule:
 
     @classmethod
     def parse(cls, text: str | None, **kw) -> Schedule:
-        """`--schedule` text: a name in SCHEDULES, a comma-separated σ list ("1,0.5"), or None (a sequence of σ is
-        taken as it is)."""
+        """`--schedule` text: a name in SCHEDULES, a comma-separated σ list ("1,0.5"), a schedule file (*.json, a
+        fixed σ list), or None (a sequence of σ is taken as it is)."""
         if text is not None and not isinstance(text, str):
             return cls(tuple(float(v) for v in torch.as_tensor(text, dtype=torch.float64).flatten()), **kw)
-        if text is None or str(text).strip() in SCHEDULES:
+        if text is None or str(text).strip() in SCHEDULES or str(text).strip().endswith(".json"):
             return cls(None if text is None else str(text).strip(), **kw)
         try:
             vals = tuple(float(v) for v in str(text).split(",") if v.strip())
@@ -190,7 +190,7 @@ class Schedule:
         sample, where rows with the same number of levels below their σ_start share a table."""
         smin, smax = self._range(process, model, sigma_min, sigma_max)
         sp = self.spacing_for(default, process)
-        if isinstance(sp, str):
+        if isinstance(sp, str) and not sp.endswith(".json"):
             return [(None, get_sigmas(sp, steps, process=process, sigma_min=smin, sigma_max=smax, rho=self.rho))]
         levels = get_sigmas(sp, steps)
         start = torch.as_tensor(smax, dtype=torch.float64)
