@@ -250,3 +250,11 @@ def test_mean_shift_is_an_ancestral_option_on_a_guided_denoiser(tmp_path):
     assert main(argv) == 0
     with np.load(tmp_path / "ms.npz") as f:
         assert (f["samples"][:, 0] < 0).mean() > 0.9 and (f["labels"] == 0).all()
+
+
+def test_progress_is_quiet_when_stderr_is_not_a_terminal(capsys):
+    gmm = GaussianMixture(SPEC["weights"], SPEC["means"], SPEC["variances"])
+    stream = sample_stream(gmm.denoiser(VPSDE()), "heun", 3, 10, batch_size=4, progress=True)
+    batches = list(stream)
+    assert [b.index for b in batches] == [0, 1, 2] and [len(b.x) for b in batches] == [4, 4, 2]
+    assert capsys.readouterr().err == ""

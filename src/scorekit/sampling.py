@@ -113,8 +113,8 @@ class SampleStream:
     """An iterable of `Batch`es in sample order; after iterating, `nfe` is the denoiser evaluations per sample
     (DMCMC start-up amortised in) and `arrays()` the small arrays the .npz carries with the samples."""
 
-    def __init__(self, batches: Iterable[Batch], total: int, desc: str, progress: bool):
-        self._batches, self.total, self.desc, self.progress = batches, total, desc, progress
+    def __init__(self, batches: Iterable[Batch], total: int, desc: str, progress: bool, hint: str = "more steps"):
+        self._batches, self.total, self.desc, self.progress, self.hint = batches, total, desc, progress, hint
         self.nfe, self.extra = 0.0, {}
 
     def __iter__(self) -> Iterator[Batch]:
@@ -122,11 +122,11 @@ class SampleStream:
         if self.progress and sys.stderr.isatty() and rank_world()[0] == 0:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=self.total, desc=self.desc, unit="sample", dynamic_ncols=True)
+            bar = tqdm(total=self.total or None, desc=self.desc, unit="sample", dynamic_ncols=True)
         try:
             for batch in self._batches:
                 if not torch.isfinite(batch.x).all():
-                    raise ValueError(f"{self.desc} produced non-finite values (batch {batch.index}); try more steps")
+                    raise ValueError(f"{self.desc} produced non-finite values (batch {batch.index}); try {self.hint}")
                 if bar is not None:
                     bar.update(len(batch.x))
                 yield batch
@@ -197,7 +197,7 @@ def sample_stream(
             schedule=schedule,
             streaming=True,
         )
-        stream = SampleStream([], int(num), f"dlg+{sampler}", progress)
+        stream = SampleStream([], int(num), f"dlg+{sampler}", progress, "a smaller eta or more steps")
         stream._batches = _dlg_batches(run, stream)
         return stream
     sigmas = schedule.table(int(steps), default=spec.default_schedule, process=proc, model=denoiser)
@@ -205,6 +205,7 @@ def sample_stream(
     todo = list(range(nb)) if batches is None else list(batches)
     stream = SampleStream([], int(num) if batches is None else 0, f"sample {sampler}", progress)
 
+    @torch.no_grad()
     def one(b: int) -> tuple[Batch, float]:
         lo, hi = b * batch_size, min(int(num), (b + 1) * batch_size)
         g = batch_generator(seed, b)

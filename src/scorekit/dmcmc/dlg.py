@@ -267,6 +267,7 @@ class DLGRun:
             options=options,
         )
 
+    @torch.no_grad()
     def startup(self) -> tuple[Tensor, Tensor]:
         """One full `init_sampler` sample per chain from σ_max, + N(0, init_noise²), σ from the estimator, burn-in."""
         cfg, C = self.cfg, self.chains
@@ -282,28 +283,36 @@ class DLGRun:
             self.callback({"stage": "startup", "x": x, "sigma": self.levels[idx]})
         return x, idx
 
+    @torch.no_grad()
+    def next_round(self, x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """`skip` Gibbs steps on every chain; each chain's least-noisy state among them (and the carried-in one)
+        goes to the finisher (ties: the latest). Returns (samples, σ_start, chain x, chain σ index)."""
+        cfg = self.cfg
+        calls = self.D.calls
+        if cfg.include_carried:
+            best_x, best_idx = x.clone(), idx.clone()
+        for k in range(int(cfg.skip)):
+            x, idx = self.kernel(x, idx)
+            if k == 0 and not cfg.include_carried:
+                best_x, best_idx = x.clone(), idx.clone()
+            else:
+                take = idx >= best_idx  # larger index = smaller σ; ties go to the latest state
+                best_x = torch.where(bcast(take, x), x, best_x)
+                best_idx = torch.where(take, idx, best_idx)
+        self.chain_nfe += self.D.calls - calls
+        sigma_start = self.levels[best_idx]
+        smax = sigma_start.clamp(min=self.tweedie * 1.0001).clamp(max=self.sigma_max)
+        out, nfe = self._integrate(cfg.finisher, best_x, cfg.finisher_steps, smax, True, cfg.finisher_options)
+        self.finisher_nfe += nfe
+        self.idx = idx
+        return out, sigma_start, x, idx
+
     def __iter__(self):
-        cfg, C, kernel = self.cfg, self.chains, self.kernel
+        C = self.chains
         x, idx = self.startup()
         trim_heap = _heap_trimmer() if self.streaming else None
-        calls_before = self.D.calls
         for r in range(self.rounds):
-            if cfg.include_carried:
-                best_x, best_idx = x.clone(), idx.clone()
-            for k in range(int(cfg.skip)):
-                x, idx = kernel(x, idx)
-                if k == 0 and not cfg.include_carried:
-                    best_x, best_idx = x.clone(), idx.clone()
-                else:
-                    take = idx >= best_idx  # larger index = smaller σ; ties go to the latest state
-                    best_x = torch.where(bcast(take, x), x, best_x)
-                    best_idx = torch.where(take, idx, best_idx)
-            sigma_start = self.levels[best_idx]
-            smax = sigma_start.clamp(min=self.tweedie * 1.0001).clamp(max=self.sigma_max)
-            out, nfe = self._integrate(cfg.finisher, best_x, cfg.finisher_steps, smax, True, cfg.finisher_options)
-            self.finisher_nfe += nfe
-            self.chain_nfe = self.D.calls - calls_before
-            self.idx = idx
+            out, sigma_start, x, idx = self.next_round(x, idx)
             keep = min(C, self.num - r * C)
             yield out[:keep], sigma_start[:keep], None if self.labels is None else self.labels[:keep]
             if trim_heap is not None and r % 10 == 9:  # every 10th round: a trim costs ~0.1 s
