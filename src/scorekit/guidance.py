@@ -326,7 +326,7 @@ def ancestral_mean_shift(
 
 
 # --------------------------------------------------------------------------------------------------------
-# command-line plumbing used by `scorekit sample`
+# class labels from text (`--class`)
 # --------------------------------------------------------------------------------------------------------
 def parse_class_labels(spec, num: int, num_classes: int, seed: int = 0) -> Tensor:
     """`--class` → [num] labels: an int K, "random" (uniform, from `seed`), or a list "0,3,7" (cycled)."""
