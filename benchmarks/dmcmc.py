@@ -25,7 +25,7 @@ import torch
 from scorekit.analytic import GaussianMixture
 from scorekit.dmcmc import DLGConfig, ExactNoisePosterior, TrainedNoiseClassifier, make_levels, sample_dlg
 from scorekit.metrics.vector import sliced_wasserstein
-from scorekit.samplers import get_sampler, get_sigmas
+from scorekit.samplers import Schedule, get_sampler
 
 INTEGRATORS = ["heun", "edm_stochastic", "reverse_diffusion", "euler_maruyama", "pf_euler", "rk45"]
 # "k-diffusion / diffusers" family for the 5-NFE baseline (σ-space samplers with their usual schedules)
@@ -74,11 +74,8 @@ def mixture_16d() -> GaussianMixture:
 
 
 def _plain(denoiser, name, steps, num, gen, process, smax, schedule=None, options=None, shape=(2,)):
-    spec = get_sampler(name)
-    sched = schedule or (
-        spec.default_schedule if not (spec.default_schedule == "uniform_t" and process is None) else "log"
-    )
-    sigmas = get_sigmas(sched, steps, process=process, sigma_max=smax)
+    spec = get_sampler(name)  # the σ table as every scorekit path builds it (samplers.Schedule)
+    sigmas = Schedule(schedule).table(steps, default=spec.default_schedule, process=process, sigma_max=smax)
     x = smax * torch.randn((num, *shape), generator=gen)
     out = spec.fn(denoiser, x, sigmas.float(), process=process, generator=gen, **(options or {}))
     return out.x, float(out.nfe)

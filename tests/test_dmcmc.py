@@ -9,11 +9,11 @@ import torch
 
 from scorekit.analytic import GaussianMixture
 from scorekit.commands.dlg_flags import add_dlg_arguments, dlg_config_from_args
+from scorekit.commands.quickstart import compare_heun_vs_dlg
 from scorekit.dmcmc import (
     DLGConfig,
     ExactNoisePosterior,
     TrainedNoiseClassifier,
-    compare_heun_vs_dlg,
     make_levels,
     noise_classifier_network_config,
     noise_level_accuracy,

@@ -21,10 +21,10 @@ from scorekit.guidance import (
     ancestral_mean_shift,
     load_classifier,
     parse_class_labels,
-    sample_ancestral_mean_shift,
 )
 from scorekit.metrics.vector import sliced_wasserstein
 from scorekit.models import build_network
+from scorekit.models.parameterization import Denoiser
 from scorekit.processes import DDPM, VPSDE
 from scorekit.samplers import get_sampler, get_sigmas
 
@@ -168,17 +168,24 @@ def test_classifier_free_guidance_equals_classifier_guidance_with_scale_one_plus
         cg = ClassifierGuidedDenoiser(D, ExactClassifier(gmm), 1.0 + w)
         assert torch.allclose(cfg(x, sigma, y), cg(x, sigma, y), atol=1e-9)
 
-    class NullIndexMixture(torch.nn.Module):  # a conditional model whose label 2 means "no condition"
+    class NullIndexMixture(Denoiser):  # a conditional model whose label 2 means "no condition"
         num_classes = 2
+        null_label = 2  # the protocol's null label (a network's is num_classes)
 
-        def forward(self, x, sigma, class_labels=None):
+        def __init__(self):
+            super().__init__(None, (2,))
+
+        def denoise(self, x, sigma, class_labels=None):
             out = gmm.denoise(x, sigma)
             keep = class_labels != 2
             out[keep] = gmm.denoise(x[keep], sigma[keep], class_labels[keep])
             return out
 
+    exact = ClassifierFreeGuidedDenoiser(D, 2.0)(x, sigma, y)
     batched = ClassifierFreeGuidedDenoiser(NullIndexMixture(), 2.0, null_label=2)
-    assert torch.allclose(batched(x, sigma, y), ClassifierFreeGuidedDenoiser(D, 2.0)(x, sigma, y), atol=1e-9)
+    assert torch.allclose(batched(x, sigma, y), exact, atol=1e-9)
+    from_protocol = ClassifierFreeGuidedDenoiser(NullIndexMixture(), 2.0)  # null label asked of the model
+    assert from_protocol.null_label == 2 and torch.allclose(from_protocol(x, sigma, y), exact, atol=1e-9)
 
 
 # --- the mean-shift form ------------------------------------------------------------------------------------
@@ -210,9 +217,8 @@ def test_mean_shift_ancestral_sampler_reaches_class_conditional(gmm):
     ref, floor = _floor(gmm, 1)
     x, g = _prior(N, 10)
     sig = get_sigmas("karras", 200, sigma_min=0.002, sigma_max=80.0)
-    out = sample_ancestral_mean_shift(
-        gmm.denoiser(), x, sig, classifier=ExactClassifier(gmm), scale=1.0, class_labels=1, generator=g
-    )
+    guided = ClassifierGuidedDenoiser(gmm.denoiser(), ExactClassifier(gmm), 1.0, class_labels=1)
+    out = get_sampler("ancestral").fn(guided, x, sig, generator=g, mean_shift=True)
     assert out.nfe == 200
     assert sliced_wasserstein(out.x, ref) < 1.5 * floor
 

@@ -116,19 +116,6 @@ def sample_adm_guided(net, classifier, process, x, labels, steps: list[int], sca
     return x
 
 
-class _Conditional(torch.nn.Module):
-    """Pass fixed per-sample class labels to a class-conditional denoiser called without them."""
-
-    def __init__(self, denoiser, labels):
-        super().__init__()
-        self.denoiser, self.labels = denoiser, labels
-        self.process, self.data_shape = denoiser.process, denoiser.data_shape
-        self.sigma_min, self.sigma_max = denoiser.sigma_min, denoiser.sigma_max
-
-    def forward(self, x, sigma, class_labels=None):
-        return self.denoiser(x, sigma, self.labels)
-
-
 def _import_run(args, out: Path) -> Path:
     from scorekit.importers import import_adm
 
@@ -163,7 +150,8 @@ def _reference_images(args, shape) -> torch.Tensor:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from scorekit.checkpoint import load_denoiser, load_network, read_config
-    from scorekit.guidance import load_classifier, sample_ancestral_mean_shift
+    from scorekit.guidance import ClassifierGuidedDenoiser, load_classifier
+    from scorekit.samplers import sample_ancestral
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -204,15 +192,16 @@ def main(argv=None) -> int:
                 else:  # scorekit σ-space ancestral sampler; x_T scaled to σ-space (s = √ᾱ_T)
                     sig = torch.cat([process.sigmas[steps].flip(0), process.sigmas.new_zeros(1)]).float()
                     x = x * torch.sqrt(1 + sig[0] ** 2)  # σ-space x = x_t / s, s = 1/√(1 + σ²)
-                    res = sample_ancestral_mean_shift(
-                        _Conditional(den, labels),
+                    # Alg. 1: the class-conditional model, shifted by Σ·s·∇log p(y | x_t)
+                    guided = ClassifierGuidedDenoiser(den, clf, scale, condition_base=True)
+                    res = sample_ancestral(
+                        guided,
                         x,
                         sig.to(args.device),
-                        classifier=clf,
-                        scale=scale,
                         class_labels=labels,
                         process=process,
                         generator=g,
+                        mean_shift=True,
                     )
                     x, nfe = res.x, float(res.nfe)
                 samples.append(quantize_uint8((x.float() + 1) / 2).cpu())  # as saved by the reference

@@ -194,6 +194,21 @@ class GaussianMixture:
         out = torch.zeros(r.shape[0], self.num_classes, dtype=torch.float64)
         return out.index_add_(1, self.labels, r)
 
+    def class_log_posterior(self, x: Tensor, sigma) -> Tensor:
+        """log p(y | x, σ) = logsumexp over the components labelled y of log r_k(x): [B, num_classes]."""
+        if self.labels is None:
+            raise ValueError("class posterior needs a mixture with labels")
+        xd = x.to(torch.float64).reshape(x.shape[0], -1)
+        logits = self._component_logp(xd, sigma_vector(sigma, xd)) + self.weights.clamp(min=1e-300).log()[None]
+        total = torch.logsumexp(logits, dim=-1, keepdim=True)
+        per_class = [
+            torch.logsumexp(logits[:, self.labels == c], dim=-1)
+            if bool((self.labels == c).any())
+            else torch.full_like(total[:, 0], -math.inf)
+            for c in range(self.num_classes)
+        ]
+        return torch.stack(per_class, dim=1) - total
+
     def class_log_posterior_grad(self, x: Tensor, sigma, y: Tensor) -> Tensor:
         """∇_x log p(y | x, σ) = ∇log p_σ(x | y) − ∇log p_σ(x), exactly."""
         return self.score(x, sigma, class_labels=y) - self.score(x, sigma)
@@ -205,7 +220,10 @@ class GaussianMixture:
 
 
 class GMMDenoiser(Denoiser):
-    """The exact D(x, σ) of a Gaussian mixture, as a `Denoiser` (optionally class-conditional)."""
+    """The exact D(x, σ) of a Gaussian mixture under the denoiser protocol: class_labels=None is the
+    unconditional call (`null_label` None), labels are optional, and `log_density` is exact."""
+
+    has_log_density = True
 
     def __init__(self, gmm: GaussianMixture, process: Process | None = None, sigma_min=0.002, sigma_max=80.0):
         super().__init__(process, (gmm.dim,))
@@ -216,6 +234,10 @@ class GMMDenoiser(Denoiser):
 
     def denoise(self, x, sigma, class_labels=None):
         return self.gmm.denoise(x, sigma, class_labels)
+
+    def log_density(self, x: Tensor, sigma) -> Tensor:
+        """log p_σ(x), exactly (float64)."""
+        return self.gmm.log_prob(x, sigma)
 
 
 def load_gmm_spec(path: str | Path) -> GaussianMixture:

@@ -51,12 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"scorekit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for modname in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(f"scorekit.commands.{modname}")
-        except ModuleNotFoundError as e:
-            if e.name == f"scorekit.commands.{modname}":
-                continue
-            raise
+        mod = importlib.import_module(f"scorekit.commands.{modname}")
         names = mod.NAME if isinstance(mod.NAME, (list, tuple)) else [mod.NAME]
         p = sub.add_parser(names[0], aliases=list(names[1:]), help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
@@ -65,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _default_threads() -> None:
-    """CPU threads: honour OMP_NUM_THREADS / SCOREKIT_THREADS, else use half the cores. On a busy 2-core machine
-    two OpenMP threads per process were measured 50× slower than one (spin-waiting on shared cores)."""
+    """CPU threads: honour OMP_NUM_THREADS / SCOREKIT_THREADS, else half the cores (OpenMP threads spin-wait on
+    busy shared cores)."""
     import torch
 
     want = os.environ.get("SCOREKIT_THREADS")

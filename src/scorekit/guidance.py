@@ -8,8 +8,8 @@ to the score. In σ-space, where score = (D − x)/σ², that is
 so every sampler is guidable unchanged. Equivalently ε̂_s = (x̂ − D_s)/σ = ε̂ − σ·s·∇_x̂ log p: with
 x_t = s(t)·x̂ and ∇_{x_t} = ∇_x̂ / s(t) this is the paper's ε̂ − √(1−ᾱ)·s·∇_{x_t} log p (Alg. 2), because
 σ·s(t) = √(1−ᾱ) for VP/DDPM. The mean-shift form for DDPM ancestral sampling (Alg. 1, μ + s·Σ·∇ log p)
-is `ancestral_mean_shift` / `sample_ancestral_mean_shift`; it agrees with the score form to first order in
-the step size.
+is `ancestral_mean_shift` (sampled by `sample_ancestral(..., mean_shift=True)`); it agrees with the score form
+to first order in the step size.
 
 Classifier-free guidance (Ho & Salimans 2022, eq. 6): D_w = (1 + w)·D(x, σ | y) − w·D(x, σ | ∅).
 """
@@ -17,7 +17,6 @@ Classifier-free guidance (Ho & Salimans 2022, eq. 6): D_w = (1 + w)·D(x, σ | y
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,7 +27,7 @@ from .analytic import GaussianMixture
 from .checkpoint import CheckpointError, load_network, read_config
 from .models.parameterization import Denoiser, Preconditioning, bcast, sigma_vector
 from .processes import Process, get_process
-from .samplers.base import CountingDenoiser, SamplerOutput, as_sigma_table, noise_like, sigma_at
+from .samplers.ddpm import shifted_mean
 
 __all__ = [
     "NoisyClassifier",
@@ -38,7 +37,6 @@ __all__ = [
     "ClassifierGuidedDenoiser",
     "ClassifierFreeGuidedDenoiser",
     "ancestral_mean_shift",
-    "sample_ancestral_mean_shift",
     "parse_class_labels",
     "INPUT_MODES",
     "NOISE_BANDS",
@@ -85,20 +83,7 @@ class ExactClassifier(NoisyClassifier):
         self.num_classes = gmm.num_classes
 
     def log_probs(self, x: Tensor, sigma) -> Tensor:
-        xd = x.to(torch.float64).reshape(x.shape[0], -1)
-        sig = sigma_vector(sigma, xd)
-        logits = self.gmm._component_logp(xd, sig) + self.gmm.weights.clamp(min=1e-300).log()[None]
-        total = torch.logsumexp(logits, dim=-1, keepdim=True)
-        per_class = torch.stack(
-            [
-                torch.logsumexp(logits[:, self.gmm.labels == c], dim=-1)
-                if bool((self.gmm.labels == c).any())
-                else torch.full_like(total[:, 0], -math.inf)
-                for c in range(self.num_classes)
-            ],
-            dim=1,
-        )
-        return (per_class - total).to(x.dtype if x.is_floating_point() else torch.float64)
+        return self.gmm.class_log_posterior(x, sigma).to(x.dtype if x.is_floating_point() else torch.float64)
 
     def grad_log_prob(self, x: Tensor, sigma, y: Tensor) -> Tensor:
         """∇ log p(y | x, σ) = ∇ log p_σ(x | y) − ∇ log p_σ(x), in closed form."""
@@ -199,11 +184,19 @@ def _labels_for(fixed, given, batch: int, device) -> Tensor:
 
 
 class _Wrapper(Denoiser):
+    """A transform of a protocol denoiser: same process, data shape and σ range; labels are given per call."""
+
     def __init__(self, denoiser: Denoiser):
-        super().__init__(getattr(denoiser, "process", None), getattr(denoiser, "data_shape", None))
+        super().__init__(denoiser.process, denoiser.data_shape)
         self.denoiser = denoiser
-        self.sigma_min = getattr(denoiser, "sigma_min", self.sigma_min)
-        self.sigma_max = getattr(denoiser, "sigma_max", self.sigma_max)
+        self.sigma_min, self.sigma_max = denoiser.sigma_min, denoiser.sigma_max
+
+    @property
+    def labels_required(self) -> bool:
+        return True
+
+
+_MODEL_NULL = object()  # ClassifierFreeGuidedDenoiser: take the model's own null label
 
 
 class ClassifierGuidedDenoiser(_Wrapper):
@@ -238,6 +231,18 @@ class ClassifierGuidedDenoiser(_Wrapper):
         scale = bcast(scale.expand(x.shape[0]), x) if scale.ndim else scale
         return bcast(sigma, x) ** 2 * scale * grad
 
+    def base(self, x: Tensor, sigma, class_labels: Tensor | None = None) -> Tensor:
+        """D(x, σ) before guidance (given the label when `condition_base`)."""
+        y = _labels_for(self.class_labels, class_labels, x.shape[0], x.device)
+        return self.denoiser(x, sigma, y if self.condition_base else None)
+
+    def guidance_grad(self, x: Tensor, sigma, class_labels: Tensor | None = None) -> Tensor:
+        """s·∇_x log p(y | x, σ) (what Alg. 1's mean shift multiplies by Σ; `sample_ancestral(mean_shift=True)`)."""
+        y = _labels_for(self.class_labels, class_labels, x.shape[0], x.device)
+        scale = torch.as_tensor(self.scale, dtype=x.dtype, device=x.device)
+        scale = bcast(scale.expand(x.shape[0]), x) if scale.ndim else scale
+        return scale * self.classifier.grad_log_prob(x, sigma_vector(sigma, x), y)
+
     def denoise(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
         y = _labels_for(self.class_labels, class_labels, x.shape[0], x.device)
         base = self.denoiser(x, sigma, y if self.condition_base else None)
@@ -249,25 +254,32 @@ class ClassifierGuidedDenoiser(_Wrapper):
 class ClassifierFreeGuidedDenoiser(_Wrapper):
     """D_w = (1 + w)·D(x, σ | y) − w·D(x, σ | ∅) (Ho & Salimans 2022, eq. 6); w = 0 is plain conditional.
 
-    `null_label`: the label index the model was trained with for "no condition" (num_classes for scorekit's
-    networks trained with condition dropout); both branches then run as one doubled batch. None calls the
-    unconditional branch with class_labels=None (e.g. the exact mixture denoiser).
+    `null_label`: the label index the model was trained with for "no condition" (default: the model's
+    `null_label`); both branches then run as one doubled batch. None calls the unconditional branch with
+    class_labels=None (e.g. the exact mixture denoiser).
     """
 
     def __init__(
         self,
         cond_denoiser: Denoiser,
         w: float = 1.0,
-        null_label: int | None = None,
+        null_label=_MODEL_NULL,
         class_labels: int | Tensor | None = None,
     ):
         super().__init__(cond_denoiser)
+        if null_label is _MODEL_NULL:
+            null_label = cond_denoiser.null_label
         if not math.isfinite(float(w)):
             raise ValueError(f"classifier-free guidance weight must be finite, got {w}")
         self.w = float(w)
-        self.null_label = None if null_label is None else int(null_label)
+        self._null_label = None if null_label is None else int(null_label)
         self.class_labels = class_labels
-        self.num_classes = int(getattr(cond_denoiser, "num_classes", 0))
+        self.num_classes = int(cond_denoiser.num_classes)
+
+    @property
+    def null_label(self) -> int | None:
+        """The unconditional branch's label (the model's null label)."""
+        return self._null_label
 
     def denoise(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
         y = _labels_for(self.class_labels, class_labels, x.shape[0], x.device)
@@ -298,11 +310,10 @@ def ancestral_mean_shift(
     process: Process | None = None,
     variance: Tensor | None = None,
 ) -> Tensor:
-    """Dhariwal & Nichol 2021, Alg. 1: μ ↦ μ + s·Σ·∇_{x_t} log p(y | x_t), taken in process space.
+    """Dhariwal & Nichol 2021, Alg. 1: μ ↦ μ + s·Σ·∇_{x_t} log p(y | x_t), in σ-space (`samplers.ddpm.shifted_mean`).
 
-    All arguments are σ-space: x at σ, `mean` the ancestral step's mean at σ_next, `variance` its variance
-    (default: the DDPM posterior variance σ_next²(σ² − σ_next²)/σ², i.e. β̃_t). With x_t = s_t·x̂ the process-
-    space shift s·s_next²·Σ̂·∇_x̂/s_t becomes s·(s_next/s_t)·Σ̂·∇_x̂ log p in σ-space.
+    x at σ, `mean` the ancestral step's mean at σ_next, `variance` its variance (default: the DDPM posterior
+    variance σ_next²(σ² − σ_next²)/σ², i.e. β̃_t). `sample_ancestral(..., mean_shift=True)` samples with it.
     """
     sig = sigma_vector(sigma, x)
     sig_next = sigma_vector(sigma_next, x)
@@ -310,57 +321,12 @@ def ancestral_mean_shift(
     if variance is None:
         variance = sig_next**2 * (sig**2 - sig_next**2) / sig**2
     variance = sigma_vector(variance, x) if not isinstance(variance, Tensor) or variance.ndim <= 1 else variance
-    if process is None:
-        ratio = torch.ones_like(sig)
-    else:
-        s_t = process.scale_of_sigma(sig.to(torch.float64))
-        s_n = process.scale_of_sigma(sig_next.clamp(min=process.sigma_min).to(torch.float64))
-        ratio = (s_n / s_t).to(x.dtype)
-    grad = classifier.grad_log_prob(x, sig, y)
-    var = bcast(variance, x) if variance.ndim == 1 else variance
-    return mean + float(scale) * bcast(ratio, x) * var * grad
-
-
-@torch.no_grad()
-def sample_ancestral_mean_shift(
-    denoiser,
-    x: Tensor,
-    sigmas,
-    *,
-    classifier: NoisyClassifier,
-    scale: float = 1.0,
-    class_labels=None,
-    process: Process | None = None,
-    generator: torch.Generator | None = None,
-    callback: Callable | None = None,
-):
-    """DDPM ancestral sampling with classifier guidance by mean shift (Dhariwal & Nichol 2021, Alg. 1).
-
-    Each step draws x̂_next ~ N(μ + s·Σ·∇log p, Σ) with the DDPM posterior in σ-space
-    μ = D + (σ_next²/σ²)(x̂ − D), Σ = σ_next²(σ² − σ_next²)/σ²; the last step returns D. NFE = N.
-    """
-    table = as_sigma_table(sigmas, x)
-    D = CountingDenoiser(denoiser)
-    n = table.shape[1] - 1
-    y = _labels_for(None, class_labels, x.shape[0], x.device)
-    for i in range(n):
-        sig, sig_next = sigma_at(table, i), sigma_at(table, i + 1)
-        den = D(x, sig)
-        if i == n - 1 or bool((sig_next <= 0).all()):
-            x = den
-        else:
-            r = bcast(sig_next**2 / sig**2, x)
-            mean = den + r * (x - den)
-            var = sig_next**2 * (sig**2 - sig_next**2) / sig**2
-            mean = ancestral_mean_shift(classifier, x, sig, sig_next, mean, y, scale, process, var)
-            x = mean + bcast(var.sqrt(), x) * noise_like(x, generator)
-        if callback is not None:
-            callback({"i": i, "x": x, "sigma": sig, "denoised": den})
-    return SamplerOutput(x, float(D.calls))
+    grad = float(scale) * classifier.grad_log_prob(x, sig, y)
+    return shifted_mean(mean, grad, sig, sig_next, variance, process)
 
 
 # --------------------------------------------------------------------------------------------------------
-# command-line plumbing used by `scorekit sample`
+# class labels from text (`--class`)
 # --------------------------------------------------------------------------------------------------------
 def parse_class_labels(spec, num: int, num_classes: int, seed: int = 0) -> Tensor:
     """`--class` → [num] labels: an int K, "random" (uniform, from `seed`), or a list "0,3,7" (cycled)."""

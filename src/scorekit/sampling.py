@@ -1,28 +1,36 @@
-"""Batched, seeded generation from any denoiser with any registered sampler.
+"""THE sampling front end: plain, guided and Denoising-MCMC sampling as one stream of seeded batches.
 
-Batch b of a run draws all its randomness from a generator seeded by (seed, b), so the samples depend only on
-(seed, batch_size) — not on how many batches run, on which process (distributed ranks take disjoint batches),
-or on whether a run was resumed.
+`sample_stream(...)` validates the sampler and its options once, builds the σ schedule once (`Schedule`: the same
+spacing, ρ and σ range on every path), and yields `Batch`es in order; `write_npz` streams them into an .npz
+(memory flat in N). Plain batch b draws all its randomness from a generator seeded by (seed, b), so samples do not
+depend on how many batches or ranks run; DMCMC runs `DLGRun` from `seed` and yields one batch per round.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .distributed import gather_batches, rank_world
+from .dmcmc import DLGConfig, DLGRun, NoiseLevelEstimator
 from .processes import Process
-from .samplers import get_sampler, get_sigmas
+from .samplers import Schedule, get_sampler
 
 __all__ = [
+    "Batch",
+    "SampleStream",
+    "sample_stream",
+    "write_npz",
     "GenerateResult",
     "generate",
     "batch_generator",
@@ -37,6 +45,17 @@ class GenerateResult:
     samples: Tensor  # [num, *shape], model range, float32, CPU
     nfe: float  # denoiser evaluations per sample
     labels: Tensor | None = None
+
+
+@dataclass
+class Batch:
+    """Consecutive samples of a run: `x` [n, *shape] (model range, float32, CPU), their labels and, for DMCMC, the
+    σ each sample's finisher started from. `index` is the batch (plain) or the DLG round."""
+
+    index: int
+    x: Tensor
+    labels: Tensor | None = None
+    sigma_start: Tensor | None = None
 
 
 def batch_generator(seed: int, batch_index: int, device="cpu") -> torch.Generator:
@@ -83,14 +102,177 @@ def make_sigmas_for(
     sigma_max=None,
     rho: float = 7.0,
 ) -> Tensor:
+    """The σ table plain sampling uses (`Schedule.table`, kept for scripts that called this)."""
+    if not isinstance(schedule, Schedule):
+        schedule = Schedule(schedule, rho=rho, sigma_min=sigma_min, sigma_max=sigma_max)
+    proc = process if process is not None else denoiser.process
+    return schedule.table(steps, default=get_sampler(sampler).default_schedule, process=proc, model=denoiser)
+
+
+class SampleStream:
+    """An iterable of `Batch`es in sample order; after iterating, `nfe` is the denoiser evaluations per sample
+    (DMCMC start-up amortised in) and `arrays()` the small arrays the .npz carries with the samples."""
+
+    def __init__(self, batches: Iterable[Batch], total: int, desc: str, progress: bool, hint: str = "more steps"):
+        self._batches, self.total, self.desc, self.progress, self.hint = batches, total, desc, progress, hint
+        self.nfe, self.extra = 0.0, {}
+
+    def __iter__(self) -> Iterator[Batch]:
+        bar = None
+        if self.progress and sys.stderr.isatty() and rank_world()[0] == 0:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.total or None, desc=self.desc, unit="sample", dynamic_ncols=True)
+        try:
+            for batch in self._batches:
+                if not torch.isfinite(batch.x).all():
+                    raise ValueError(f"{self.desc} produced non-finite values (batch {batch.index}); try {self.hint}")
+                if bar is not None:
+                    bar.update(len(batch.x))
+                yield batch
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def arrays(self) -> dict:
+        return {"nfe": np.float64(self.nfe), **self.extra}
+
+
+def sample_stream(
+    denoiser,
+    sampler: str,
+    steps: int,
+    num: int,
+    *,
+    schedule: Schedule | None = None,
+    process: Process | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    device="cpu",
+    class_labels: Tensor | None = None,
+    sampler_options: dict | None = None,
+    data_shape: tuple[int, ...] | None = None,
+    dlg: DLGConfig | None = None,
+    estimator: NoiseLevelEstimator | None = None,
+    batches: Iterable[int] | None = None,
+    distributed: bool = False,
+    progress: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> SampleStream:
+    """`num` samples of `denoiser` (any protocol denoiser: plain, guided, conditional) with `sampler`.
+
+    Plain: σ-space prior x = σ_max·n, then the sampler on `schedule`'s table; batch b is seeded by (seed, b);
+    `batches` restricts to some batch indices, `distributed` splits them over torchrun ranks (rank 0 yields all,
+    in order). With `dlg` (and a noise-level `estimator`), Denoising Langevin Gibbs makes the starting points and
+    `sampler`/`steps`/`sampler_options` are its finisher; one batch per round. `class_labels` [num] are per sample.
+    """
+    for name, v in (("num", num), ("steps", steps), ("batch-size", batch_size)):
+        if int(v) <= 0:
+            raise ValueError(f"--{name} must be > 0, got {v}")
     spec = get_sampler(sampler)
-    proc = process if process is not None else getattr(denoiser, "process", None)
-    sched = schedule or spec.default_schedule
-    if sched == "uniform_t" and proc is None:
-        sched = "karras"
-    smin = sigma_min if sigma_min is not None else (proc.sigma_min if proc is not None else denoiser.sigma_min)
-    smax = sigma_max if sigma_max is not None else (proc.sigma_max if proc is not None else denoiser.sigma_max)
-    return get_sigmas(sched, steps, process=proc, sigma_min=smin, sigma_max=smax, rho=rho)
+    if sampler_options is None and dlg is not None:
+        sampler_options = dlg.finisher_options
+    opts = spec.check_options(dict(sampler_options or {}))
+    schedule = schedule if schedule is not None else Schedule()
+    shape = tuple(data_shape or denoiser.data_shape or ())
+    if not shape:
+        raise ValueError("cannot tell the data shape of this model")
+    proc = process if process is not None else denoiser.process
+    if class_labels is not None and len(class_labels) != int(num):
+        raise ValueError(f"got {len(class_labels)} class labels for {num} samples")
+    if dlg is not None:
+        if estimator is None:
+            raise ValueError("Denoising MCMC needs a noise-level estimator")
+        cfg = replace(dlg, finisher=sampler, finisher_steps=int(steps), finisher_options=opts)
+        run = DLGRun(
+            denoiser,
+            estimator,
+            int(num),
+            cfg,
+            process=proc,
+            generator=torch.Generator(device=device).manual_seed(int(seed)),
+            device=device,
+            class_labels=None if class_labels is None else class_labels.to(device),
+            dtype=dtype,
+            schedule=schedule,
+            streaming=True,
+        )
+        stream = SampleStream([], int(num), f"dlg+{sampler}", progress, "a smaller eta or more steps")
+        stream._batches = _dlg_batches(run, stream)
+        return stream
+    sigmas = schedule.table(int(steps), default=spec.default_schedule, process=proc, model=denoiser)
+    nb = math.ceil(int(num) / int(batch_size))
+    todo = list(range(nb)) if batches is None else list(batches)
+    stream = SampleStream([], int(num) if batches is None else 0, f"sample {sampler}", progress)
+
+    @torch.no_grad()
+    def one(b: int) -> tuple[Batch, float]:
+        lo, hi = b * batch_size, min(int(num), (b + 1) * batch_size)
+        g = batch_generator(seed, b)
+        x = (sigmas[0].item() * torch.randn((hi - lo, *shape), generator=g, dtype=dtype)).to(device)
+        labels = None if class_labels is None else class_labels[lo:hi]
+        gen = g if torch.device(device).type == "cpu" else _device_generator(seed, b, device)
+        lab = None if labels is None else labels.to(device)
+        out = spec.fn(denoiser, x, sigmas.to(dtype), process=proc, generator=gen, class_labels=lab, **opts)
+        return Batch(b, out.x.detach().float().cpu(), labels), float(out.nfe)
+
+    def plain() -> Iterator[Batch]:
+        nfe_sum, count = 0.0, 0
+        rank, world = rank_world() if distributed else (0, 1)
+        mine = todo[rank::world]
+        for r in range(math.ceil(len(todo) / world)):
+            local = {mine[r]: one(mine[r])} if r < len(mine) else {}
+            got = gather_batches(local) if distributed else local
+            for b in sorted(got):
+                batch, nfe = got[b]
+                nfe_sum, count = nfe_sum + nfe * len(batch.x), count + len(batch.x)
+                stream.nfe = nfe_sum / count
+                if rank == 0:
+                    yield batch
+        if class_labels is not None:
+            stream.extra["labels"] = class_labels.cpu().numpy().astype(np.int64)
+
+    stream._batches = plain()
+    return stream
+
+
+def _dlg_batches(run: DLGRun, stream: SampleStream) -> Iterator[Batch]:
+    starts, labels = [], []
+    for r, (x, sigma_start, lab) in enumerate(run):
+        starts.append(sigma_start.cpu())
+        if lab is not None:
+            labels.append(lab.cpu())
+        yield Batch(r, x.detach().float().cpu(), None if lab is None else lab.cpu(), sigma_start.cpu())
+    res = run.result(torch.empty(0), torch.cat(starts))
+    stream.nfe = res.nfe_per_sample
+    stream.extra = {
+        "sigma_start": res.sigma_start.float().numpy(),
+        "classifier_evals": np.float64(res.classifier_evals_per_sample),
+    }
+    if labels:  # DLG output i comes from chain i mod C: its label is that chain's
+        stream.extra["labels"] = torch.cat(labels).numpy().astype(np.int64)
+
+
+def write_npz(stream: SampleStream, path, num: int, shape: tuple[int, ...], *, to_user=None, keep: int = 0) -> Tensor:
+    """Stream every batch (mapped by `to_user`) into `path` as `samples` plus `stream.arrays()`, atomically; returns
+    the first `keep` rows (for a preview). Only rank 0 writes; other ranks just take part."""
+    writer = NpzStreamWriter(path, "samples", (int(num), *shape)) if rank_world()[0] == 0 else None
+    kept: list[Tensor] = []
+    try:
+        for batch in stream:
+            x = to_user(batch.x) if to_user is not None else batch.x
+            if writer is not None:
+                writer.append(x.numpy())
+            have = sum(len(k) for k in kept)
+            if have < keep:
+                kept.append(x[: keep - have])
+        if writer is not None:
+            writer.close(**stream.arrays())
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    return torch.cat(kept) if kept else torch.empty((0, *shape))
 
 
 @torch.no_grad()
@@ -113,62 +295,30 @@ def generate(
     data_shape: tuple[int, ...] | None = None,
     batches: list[int] | None = None,
     progress: bool = False,
-    on_batch: Callable[[int, Tensor], None] | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> GenerateResult:
-    """Draw `num` samples (σ-space prior x = σ_max·n, then the sampler). `batches` restricts to some batch
-    indices (distributed ranks); `on_batch(b, x)` streams each finished batch (memory flat in num)."""
-    if int(num) <= 0:
-        raise ValueError(f"--num must be > 0, got {num}")
-    if int(batch_size) <= 0:
-        raise ValueError(f"--batch-size must be > 0, got {batch_size}")
-    spec = get_sampler(sampler)
-    opts = dict(sampler_options or {})
-    allowed = getattr(spec, "options", None)
-    bad = [k for k in opts if allowed is not None and k not in allowed]
-    if bad:
-        raise ValueError(f"sampler {sampler!r} does not take option(s) {', '.join(bad)}")
-    shape = tuple(data_shape or getattr(denoiser, "data_shape", None) or ())
-    if not shape:
-        raise ValueError("cannot tell the data shape of this model")
-    proc = process if process is not None else getattr(denoiser, "process", None)
-    sigmas = make_sigmas_for(
-        denoiser, sampler, steps, process=proc, schedule=schedule, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho
+    """`sample_stream` collected in memory: [num, *shape] samples (those of `batches` only, if given)."""
+    if not isinstance(schedule, Schedule):
+        schedule = Schedule.parse(schedule, rho=rho, sigma_min=sigma_min, sigma_max=sigma_max)
+    stream = sample_stream(
+        denoiser,
+        sampler,
+        steps,
+        num,
+        schedule=schedule,
+        process=process,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        class_labels=class_labels,
+        sampler_options=sampler_options,
+        data_shape=data_shape,
+        batches=batches,
+        progress=progress,
+        dtype=dtype,
     )
-    nb = math.ceil(num / batch_size)
-    todo = list(range(nb)) if batches is None else list(batches)
-    keep = on_batch is None
-    outs: list[Tensor] = []
-    nfe_total, count = 0.0, 0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), desc=f"sample {sampler}", unit="batch", dynamic_ncols=True)
-    for b in todo:
-        lo, hi = b * batch_size, min(num, (b + 1) * batch_size)
-        g = batch_generator(seed, b)
-        x = sigmas[0].item() * torch.randn((hi - lo, *shape), generator=g, dtype=dtype)
-        x = x.to(device)
-        labels = None if class_labels is None else class_labels[lo:hi].to(device)
-        gen_dev = g if torch.device(device).type == "cpu" else _device_generator(seed, b, device)
-        out = spec.fn(denoiser, x, sigmas.to(dtype), process=proc, generator=gen_dev, class_labels=labels, **opts)
-        xs = out.x.detach().float().cpu()
-        if not torch.isfinite(xs).all():
-            raise ValueError(f"sampler {sampler!r} produced non-finite values (batch {b}); try more steps")
-        nfe_total += out.nfe * (hi - lo)
-        count += hi - lo
-        if keep:
-            outs.append(xs)
-        else:
-            on_batch(b, xs)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    samples = torch.cat(outs) if keep else torch.empty(0)
-    labels_all = None if class_labels is None else class_labels.cpu()
-    return GenerateResult(samples, nfe_total / max(count, 1), labels_all)
+    samples = torch.cat([b.x for b in stream])
+    return GenerateResult(samples, stream.nfe, None if class_labels is None else class_labels.cpu())
 
 
 def _device_generator(seed: int, b: int, device) -> torch.Generator:

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from ..dmcmc import DLGConfig, ExactNoisePosterior, TrainedNoiseClassifier, make_levels, sample_dlg
+from ..dmcmc import DLGConfig, ExactNoisePosterior, NoiseLevelEstimator, TrainedNoiseClassifier, make_levels
 
 
 def add_dlg_arguments(parser: argparse.ArgumentParser) -> None:
-    """Extra DLG flags (the lead's `sample` command adds --dmcmc, --noise-classifier/--noise-posterior,
-    --dlg-skip, --dlg-eta, --dlg-chains; we add them here too unless already present)."""
+    """The `sample --dmcmc dlg` flags (a flag the parser already has is left as it is)."""
     d = DLGConfig()
     existing = {a for action in parser._actions for a in action.option_strings}
 
@@ -19,6 +16,9 @@ def add_dlg_arguments(parser: argparse.ArgumentParser) -> None:
         if flag not in existing:
             parser.add_argument(flag, **kw)
 
+    add("--dmcmc", choices=["dlg"], default=None, help="run Denoising Langevin Gibbs first")
+    add("--noise-classifier", default=None, help="run directory of a trained noise-level classifier")
+    add("--noise-posterior", choices=["exact"], default=None, help="exact p(σ|x) (mixtures only)")
     add("--dlg-skip", type=int, default=d.skip, help="Gibbs steps per output sample")
     add("--dlg-eta", type=float, default=d.eta, help="Langevin step size η (or the factor of σ² with sigma2)")
     add("--dlg-chains", type=int, default=d.chains, help="persistent chains (memory bound)")
@@ -34,7 +34,12 @@ def add_dlg_arguments(parser: argparse.ArgumentParser) -> None:
     add("--dlg-init-sampler", default=d.init_sampler, help="integrator of the start-up sample")
     add("--dlg-init-steps", type=int, default=d.init_steps, help="steps of the start-up integrator")
     add("--dlg-init-noise", type=float, default=d.init_noise, help="std of noise added to the start-up sample")
-    add("--dlg-tweedie-sigma", type=float, default=d.tweedie_sigma, help="lowest σ of the finisher schedule")
+    add(
+        "--dlg-tweedie-sigma",
+        type=float,
+        default=None,
+        help=f"lowest σ of the finisher schedule (default --sigma-min, else {d.tweedie_sigma})",
+    )
     add(
         "--dlg-finisher-schedule",
         default=None,
@@ -69,51 +74,37 @@ def dlg_config_from_args(args: argparse.Namespace) -> DLGConfig:
     return cfg.validate()
 
 
-def run_dlg_from_args(
-    args, denoiser, process=None, *, gmm=None, device="cpu", shape=None, class_labels=None, sink=None
-):
-    """The `sample --dmcmc dlg` path: estimator from --noise-classifier RUN2 or --noise-posterior exact, DLG
-    settings from the --dlg-* flags, the finisher from --sampler/--steps (--sampler-opt as its options).
-    Returns a DMCMCResult; with class labels, result.info["labels"] holds each output's label. `sink` is passed
-    to `sample_dlg` (outputs streamed round by round instead of kept)."""
-    if getattr(args, "dmcmc", "dlg") not in (None, "dlg"):
+def dlg_from_args(
+    args, denoiser, process=None, *, gmm=None, device="cpu", shape=None
+) -> tuple[DLGConfig | None, NoiseLevelEstimator | None]:
+    """(DLGConfig, noise-level estimator) for `sample --dmcmc dlg`, or (None, None) without --dmcmc: the estimator
+    from --noise-classifier RUN2 or --noise-posterior exact, the settings from the --dlg-* flags. The finisher is
+    --sampler/--steps with --sampler-opt; its schedule is the command's one `Schedule`."""
+    if args.dmcmc is None:
+        for flag in ("noise_classifier", "noise_posterior"):
+            if getattr(args, flag, None):
+                raise ValueError(f"--{flag.replace('_', '-')} needs --dmcmc dlg")
+        return None, None
+    if args.dmcmc != "dlg":
         raise ValueError(f"unknown DMCMC method {args.dmcmc!r} (choose dlg)")
-    process = process if process is not None else getattr(denoiser, "process", None)
-    posterior, clf = getattr(args, "noise_posterior", None), getattr(args, "noise_classifier", None)
+    if args.dlg_tweedie_sigma is not None and args.sigma_min is not None:
+        if args.dlg_tweedie_sigma != args.sigma_min:
+            raise ValueError("give the finisher's lowest σ once: --sigma-min or --dlg-tweedie-sigma")
+    posterior, clf = args.noise_posterior, args.noise_classifier
     if posterior and clf:
         raise ValueError("give either --noise-classifier or --noise-posterior exact, not both")
     if posterior == "exact":
         if gmm is None:
             raise ValueError("--noise-posterior exact needs an analytic model (--model gmm:SPEC.json)")
-        smin = max(float(getattr(denoiser, "sigma_min", 0.002)), 0.002)
-        smax = float(process.sigma_max if process is not None else getattr(denoiser, "sigma_max", 80.0))
+        smin = max(float(denoiser.sigma_min), 0.002)
+        smax = float(args.sigma_max if args.sigma_max is not None else (process or denoiser).sigma_max)
         estimator = ExactNoisePosterior(gmm, make_levels(smin, smax, int(getattr(args, "dlg_levels", None) or 1000)))
-    elif posterior is not None:
-        raise ValueError(f"unknown noise posterior {posterior!r} (choose exact)")
     elif clf:
         estimator = TrainedNoiseClassifier(clf, device=device)
         want = tuple(estimator.config.get("data", {}).get("shape", ()))
-        have = tuple(shape) if shape is not None else tuple(getattr(denoiser, "data_shape", ()) or ())
+        have = tuple(shape) if shape is not None else tuple(denoiser.data_shape or ())
         if want and have and want != have:
             raise ValueError(f"noise classifier {clf} was trained on shape {want}, the model makes {have}")
     else:
         raise ValueError("--dmcmc dlg needs --noise-classifier RUN2 or --noise-posterior exact")
-    cfg = dlg_config_from_args(args)
-    opts = getattr(args, "sampler_opt", None)
-    if opts:
-        from .samplers import get_sampler
-        from .sampling import parse_sampler_options
-
-        cfg.finisher_options = parse_sampler_options(opts, getattr(get_sampler(cfg.finisher), "options", None))
-    gen = torch.Generator(device=device).manual_seed(int(getattr(args, "seed", 0) or 0))
-    return sample_dlg(
-        denoiser,
-        estimator,
-        int(args.num),
-        cfg,
-        process=process,
-        generator=gen,
-        device=device,
-        class_labels=class_labels,
-        sink=sink,
-    )
+    return dlg_config_from_args(args), estimator

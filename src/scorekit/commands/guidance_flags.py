@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from ..analytic import GaussianMixture, GMMDenoiser
+from ..analytic import GaussianMixture
 from ..checkpoint import read_config
 from ..guidance import (
     ClassifierFreeGuidedDenoiser,
@@ -43,7 +43,7 @@ def _check_compatible(classifier: TrainedClassifier, denoiser, run_config: dict 
     """The classifier must see the model's data space: same shape and the same user → model range map."""
     data = getattr(classifier, "data_config", {}) or {}
     shape = data.get("shape")
-    dshape = getattr(denoiser, "data_shape", None)
+    dshape = denoiser.data_shape
     if shape is not None and dshape is not None and tuple(shape) != tuple(dshape):
         raise ValueError(f"the classifier was trained on data of shape {tuple(shape)}, the model makes {dshape}")
     mine, theirs = data.get("transform"), ((run_config or {}).get("data") or {}).get("transform")
@@ -76,7 +76,7 @@ def guided_denoiser_from_args(args, denoiser, gmm: GaussianMixture | None = None
     if mode == "none":
         if spec is None:
             return denoiser, None
-        k = int(getattr(denoiser, "num_classes", 0))
+        k = denoiser.num_classes
         if k <= 0:
             raise ValueError("--class needs --guidance classifier|cfg or a class-conditional model")
         return denoiser, parse_class_labels(spec, num, k, seed)
@@ -87,8 +87,6 @@ def guided_denoiser_from_args(args, denoiser, gmm: GaussianMixture | None = None
         if not which:
             raise ValueError("--guidance classifier needs --classifier RUN3 or --classifier exact")
         if which == "exact":
-            if gmm is None:
-                gmm = getattr(denoiser, "gmm", None)
             if gmm is None or gmm.labels is None:
                 raise ValueError("--classifier exact needs --model gmm:SPEC.json whose SPEC has 'labels'")
             classifier = ExactClassifier(gmm)
@@ -100,15 +98,13 @@ def guided_denoiser_from_args(args, denoiser, gmm: GaussianMixture | None = None
         scale = getattr(args, "scale", None)
         scale = 1.0 if scale is None else float(scale)
         labels = parse_class_labels(spec, num, classifier.num_classes, seed)
-        # a class-conditional network is guided *and* conditioned on the label (ADM's conditional models)
-        cond = int(getattr(denoiser, "num_classes", 0)) > 0 and not isinstance(denoiser, GMMDenoiser)
+        # a model that needs labels is guided *and* conditioned on them (ADM's conditional models)
+        cond = denoiser.labels_required
         return ClassifierGuidedDenoiser(denoiser, classifier, scale, condition_base=cond), labels
     if mode == "cfg":
-        k = int(getattr(denoiser, "num_classes", 0))
+        k = denoiser.num_classes
         if k <= 0:
             raise ValueError("--guidance cfg needs a class-conditional model (trained with labels)")
-        null = None if isinstance(denoiser, GMMDenoiser) else k
-        w = getattr(args, "cfg_weight", None)
-        w = 1.0 if w is None else float(w)
-        return ClassifierFreeGuidedDenoiser(denoiser, w, null_label=null), parse_class_labels(spec, num, k, seed)
+        w = 1.0 if args.cfg_weight is None else float(args.cfg_weight)
+        return ClassifierFreeGuidedDenoiser(denoiser, w), parse_class_labels(spec, num, k, seed)
     raise ValueError(f"unknown guidance {mode!r} (choose from none, classifier, cfg)")

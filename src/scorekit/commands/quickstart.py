@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..dmcmc import DLGConfig, TrainedNoiseClassifier, compare_heun_vs_dlg, train_noise_classifier_run
+from ..dmcmc import DLGConfig, NoiseLevelEstimator, TrainedNoiseClassifier, sample_dlg, train_noise_classifier_run
 
 NAME = "quickstart"
 HELP = "train on the built-in 8x8 digits, sample, and compare Heun with DLG + Heun (minutes on a CPU)"
@@ -129,8 +129,8 @@ def _side_by_side(path: Path, left: Tensor, right: Tensor, nrow: int = 10) -> No
     Image.fromarray(img).resize((img.shape[1] * 4, img.shape[0] * 4), Image.NEAREST).save(path)
 
 
-# many short chains (a cheap 5-step start-up, 2 outputs each) beat few long ones: seeds 0-3, 1000 samples,
-# DLG + heun 10.5 NFE FID 12.0/11.4/15.2/14.4 vs heun 11 NFE 13.6/14.5/16.9/15.2 (chains=100, init_steps=20 lost)
+# many short chains (cheap 5-step start-up, 2 outputs each): independent start-ups fix the mode weights
+# (docs/architecture.md, "Denoising MCMC"; measured in benchmarks/results/dmcmc*.md)
 DIGITS_DLG = dict(chains=500, skip=1, eta=0.7, burn_in=0, init_steps=5, finisher_steps=3)
 
 
@@ -192,3 +192,43 @@ def quickstart_comparison(
     if progress:
         print("[4/4] heun vs DLG + heun at equal NFE (digits FID, lower is better):\n" + "\n".join(md))
     return table
+
+
+def compare_heun_vs_dlg(
+    denoiser,
+    estimator: NoiseLevelEstimator,
+    reference: Tensor,
+    *,
+    num: int,
+    generator: torch.Generator | None = None,
+    config: DLGConfig | None = None,
+    metric=None,
+    sampler: str = "heun",
+    device="cpu",
+) -> list[dict]:
+    """DLG + `sampler` against plain `sampler` from σ_max with the fewest steps whose NFE reaches DLG's amortised
+    NFE. Rows {method, steps, nfe, classifier_evals, metric, samples}; `metric` defaults to sliced W."""
+    from ..metrics.vector import sliced_wasserstein
+    from ..samplers import Schedule, get_sampler
+
+    gen = generator if generator is not None else torch.Generator(device=device).manual_seed(0)
+    cfg = config or DLGConfig(finisher=sampler)
+    cfg.finisher = sampler
+    metric = metric or (lambda a, b: sliced_wasserstein(a.flatten(1), b.flatten(1)))
+    res = sample_dlg(denoiser, estimator, num, cfg, generator=gen, device=device)
+    spec = get_sampler(sampler)
+    steps = 1
+    while spec.nfe is not None and spec.nfe(steps) < res.nfe_per_sample and steps < 1000:
+        steps += 1
+    process = denoiser.process
+    smax = float((process or denoiser).sigma_max)
+    sigmas = Schedule().table(steps, default=spec.default_schedule, process=process, sigma_max=smax)
+    x = smax * torch.randn((num, *denoiser.data_shape), generator=gen, device=device)
+    plain = spec.fn(denoiser, x, sigmas.to(x.device, x.dtype), process=process, generator=gen)
+    ref = reference.float().cpu()
+    rows = [(sampler, steps, float(plain.nfe), 0.0, plain.x.cpu())]
+    rows.append(
+        (f"dlg+{sampler}", cfg.finisher_steps, res.nfe_per_sample, res.classifier_evals_per_sample, res.samples)
+    )
+    keys = ("method", "steps", "nfe", "classifier_evals", "samples")
+    return [dict(zip(keys, r)) | {"metric": float(metric(r[4], ref))} for r in rows]

@@ -1,7 +1,7 @@
 """Denoising MCMC (Kim & Ye 2022): noise-level estimators, the Denoising Langevin Gibbs driver, and the
 training of the noise-level classifier."""
 
-from .dlg import DLGConfig, DMCMCResult, compare_heun_vs_dlg, sample_dlg
+from .dlg import DLGConfig, DLGRun, DMCMCResult, GibbsKernel, run_sampler, sample_dlg
 from .estimators import ExactNoisePosterior, NoiseLevelEstimator, TrainedNoiseClassifier, make_levels
 from .noise_training import (
     noise_classifier_network_config,
@@ -24,5 +24,7 @@ __all__ = [
     "DLGConfig",
     "DMCMCResult",
     "sample_dlg",
-    "compare_heun_vs_dlg",
+    "DLGRun",
+    "GibbsKernel",
+    "run_sampler",
 ]

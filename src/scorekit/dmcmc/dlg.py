@@ -6,24 +6,25 @@ state of each window to any reverse-S/ODE integrator, which only has to denoise 
 Pieces (all in σ-space, so VE, VP, sub-VP and DDPM models work alike; the score is (D(x, σ) − x)/σ²):
 - a noise-level estimator over a decreasing σ grid: `ExactNoisePosterior` (p(σ_k | x) ∝ p_{σ_k}(x) for a
   Gaussian mixture) or `TrainedNoiseClassifier` (a `kind="noise_classifier"` run directory);
-- the Denoising Langevin Gibbs (DLG) kernel: x ← x + η/2·s(x, σ) + √η·z (ULA, or Metropolis-adjusted:
-  MALA), then σ ← argmax (reference) or a draw from p(σ | x);
-- any registered sampler as the finisher, its schedule rebuilt per sample from σ_start down to
-  `tweedie_sigma`, whose last step x ← D(x, σ) is the Tweedie step of the reference.
+- the Denoising Langevin Gibbs (DLG) kernel `GibbsKernel`: x ← x + η/2·s(x, σ) + √η·z (ULA, or
+  Metropolis-adjusted: MALA), then σ ← argmax (reference) or a draw from p(σ | x);
+- the driver `DLGRun` (start-up, rounds, costs) and any registered sampler as the finisher, its σ table built by
+  `samplers.Schedule` per sample from σ_start down to `tweedie_sigma`; the last step x ← D(x, σ) is the
+  reference's Tweedie step.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import Tensor
 
-from ..analytic import GaussianMixture
-from ..models.parameterization import bcast
 from ..processes import Process
+from ..samplers import Schedule, get_sampler
+from ..samplers.base import CountingDenoiser, bcast, noise_like
 from .estimators import NoiseLevelEstimator
 
 
@@ -36,7 +37,7 @@ class DLGConfig:
     sigma_update: "argmax" (reference) or "sample" from p(σ | x); kernel: "ula" (reference) or "mala";
     burn_in: Gibbs steps after the start-up sample; init_sampler/init_steps: the full start-up integrator;
     init_noise: std of the noise added to its output; finisher/finisher_steps/finisher_schedule: the
-    integrator that denoises from σ_start (schedule None = the sampler's default); tweedie_sigma: the
+    integrator that denoises from σ_start (schedule: a name or σ list, None = the sampler's default); tweedie_sigma: the
     lowest σ of the finisher schedule, whose final step D(x, σ) is the Tweedie step;
     include_carried: whether the state carried in from the previous output competes for the next one;
     finisher_options: extra keyword options of the finisher (e.g. rk45's rtol/atol).
@@ -54,7 +55,7 @@ class DLGConfig:
     init_noise: float = 0.5
     finisher: str = "heun"
     finisher_steps: int = 3
-    finisher_schedule: str | None = None
+    finisher_schedule: str | tuple[float, ...] | None = None
     tweedie_sigma: float = 0.01
     include_carried: bool = True
     finisher_options: dict = field(default_factory=dict)
@@ -76,6 +77,10 @@ class DLGConfig:
             raise ValueError("burn_in must be >= 0 and init/finisher steps >= 1")
         if float(self.init_noise) < 0 or not float(self.tweedie_sigma) > 0:
             raise ValueError("init_noise must be >= 0 and tweedie_sigma > 0")
+        get_sampler(self.init_sampler)
+        get_sampler(self.finisher).check_options(self.finisher_options)
+        if self.finisher_schedule is not None:
+            Schedule.parse(self.finisher_schedule)
         return self
 
 
@@ -91,25 +96,8 @@ class DMCMCResult:
     info: dict = field(default_factory=dict)
 
 
-class _Score:
-    """Counts batched denoiser calls; σ-space score (D − x)/σ²."""
-
-    def __init__(self, denoiser, class_labels=None):
-        self.denoiser = denoiser
-        self.class_labels = class_labels
-        self.calls = 0
-
-    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
-        self.calls += 1
-        den = self.denoiser(x, sigma) if self.class_labels is None else self.denoiser(x, sigma, self.class_labels)
-        return (den - x) / bcast(sigma, x) ** 2
-
-
 def _heap_trimmer() -> Callable[[], None]:
-    """glibc's malloc_trim(0) where available (Linux), else a no-op. Returning freed heap to the OS every 10
-    streamed DLG rounds keeps memory flat in the number of rounds: without it, peak RSS of a 256-D run with 1000
-    chains grew from 530 MB (10 rounds) to 940 MB (300 rounds) from freed-but-retained blocks, not from a leak
-    (benchmarks/dmcmc_memory.py)."""
+    """glibc's malloc_trim(0) (a no-op elsewhere): returns freed heap to the OS so streamed runs stay flat in memory."""
     try:
         import ctypes
         import ctypes.util
@@ -121,33 +109,238 @@ def _heap_trimmer() -> Callable[[], None]:
     return lambda: trim(0)
 
 
-def _default_log_density(denoiser):
-    gmm = getattr(denoiser, "gmm", None)
-    if isinstance(gmm, GaussianMixture):
-        return lambda x, sigma: gmm.log_prob(x, sigma)
-    return None
-
-
-def _schedule_for(spec, schedule: str | None, process: Process | None) -> str:
-    sched = schedule or spec.default_schedule
-    if sched == "uniform_t" and process is None:
-        return "log"  # the VE SDE of σ-space: uniform t is log-uniform σ
-    return sched
-
-
-def _run_sampler(
-    name, denoiser, x, sigma_max, steps, schedule, process, sigma_min, generator, class_labels, options=None
-):
-    from ..samplers import get_sampler, get_sigmas
-
+def run_sampler(
+    name,
+    denoiser,
+    x,
+    steps,
+    schedule: Schedule,
+    *,
+    process,
+    sigma_min,
+    sigma_max,
+    generator,
+    class_labels,
+    options=None,
+) -> tuple[Tensor, float]:
+    """`name` from `sigma_max` (a float, or [B] per sample) to 0 on `schedule`'s tables; (x, NFE per sample)."""
     spec = get_sampler(name)
-    sched = _schedule_for(spec, schedule, process)
-    sigmas = get_sigmas(sched, steps, process=process, sigma_min=sigma_min, sigma_max=sigma_max)
     kw = {"process": process, "generator": generator, **(options or {})}
-    if class_labels is not None:
-        kw["class_labels"] = class_labels
-    out = spec.fn(denoiser, x, sigmas.to(x.device, x.dtype), **kw)
-    return out.x, float(out.nfe)
+    groups = schedule.groups(
+        steps, default=spec.default_schedule, process=process, sigma_min=sigma_min, sigma_max=sigma_max
+    )
+    out, nfe = torch.empty_like(x), 0.0
+    for rows, table in groups:
+        xs = x if rows is None else x[rows.to(x.device)]
+        if class_labels is not None:
+            kw["class_labels"] = class_labels if rows is None else class_labels[rows.to(class_labels.device)]
+        res = spec.fn(denoiser, xs, table.to(x.device, x.dtype), **kw)
+        if rows is None:
+            return res.x, float(res.nfe)
+        out[rows.to(x.device)] = res.x
+        nfe += float(res.nfe) * len(rows) / x.shape[0]
+    return out, nfe
+
+
+class GibbsKernel:
+    """One Denoising Langevin Gibbs step on (x, σ) (Kim & Ye 2022, Alg. 1): a Langevin move on x at σ,
+    x' = x + η/2·∇log p_σ(x) + √η·z (ULA, or MALA with a Metropolis test), then σ ← argmax or a draw of p(σ | x').
+
+    The score is (D(x, σ) − x)/σ² through a `CountingDenoiser` (`calls`); `estimator_calls` counts p(σ | x).
+    """
+
+    def __init__(self, denoiser: CountingDenoiser, estimator, levels: Tensor, cfg: DLGConfig, generator, log_density):
+        self.D, self.estimator, self.levels, self.cfg = denoiser, estimator, levels, cfg
+        self.gen, self.log_density = generator, log_density
+        self.estimator_calls, self.accepted, self.proposed = 0, 0.0, 0
+
+    def score(self, x: Tensor, sigma: Tensor) -> Tensor:
+        return (self.D(x, sigma) - x) / bcast(sigma, x) ** 2
+
+    def sigma_index(self, x: Tensor) -> Tensor:
+        """σ ← argmax p(σ | x) (the reference) or a draw from it, as an index into the levels."""
+        self.estimator_calls += 1
+        lp = self.estimator.log_probs(x).to(self.levels.device)
+        if self.cfg.sigma_update == "argmax":
+            return lp.argmax(1)
+        return torch.multinomial(lp.double().exp(), 1, generator=self.gen).squeeze(1)
+
+    def __call__(self, x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+        cfg = self.cfg
+        sig = self.levels[idx].to(x.dtype)
+        eta = torch.full_like(sig, float(cfg.eta)) if cfg.eta_schedule == "constant" else float(cfg.eta) * sig**2
+        eta_b = bcast(eta, x)
+        s_x = self.score(x, sig)
+        mean_fwd = x + 0.5 * eta_b * s_x
+        prop = mean_fwd + eta_b.sqrt() * noise_like(x, self.gen)
+        if cfg.kernel == "mala":
+            s_p = self.score(prop, sig)
+            mean_bwd = prop + 0.5 * eta_b * s_p
+            log_q_fwd = -((prop - mean_fwd) ** 2).flatten(1).sum(1) / (2 * eta)
+            log_q_bwd = -((x - mean_bwd) ** 2).flatten(1).sum(1) / (2 * eta)
+            if self.log_density is not None:
+                log_ratio = (self.log_density(prop, sig) - self.log_density(x, sig)).to(x.dtype)
+            else:  # trapezoid line integral of the score along prop − x
+                log_ratio = (0.5 * (s_x + s_p) * (prop - x)).flatten(1).sum(1)
+            log_alpha = (log_ratio + log_q_bwd - log_q_fwd).clamp(max=0.0)
+            u = torch.rand(log_alpha.shape, generator=self.gen, dtype=x.dtype, device=x.device)
+            acc = u.log() < log_alpha
+            x = torch.where(bcast(acc, x), prop, x)
+            self.accepted += float(acc.float().sum())
+            self.proposed += acc.numel()
+        else:
+            x = prop
+        return x, self.sigma_index(x)
+
+
+class DLGRun:
+    """The DLG driver: start-up, then rounds of `skip` Gibbs steps whose least-noisy state each chain hands to the
+    finisher (Kim & Ye 2022, Alg. 1 with the official code's start-up). Iterating yields each round's
+    (samples, σ_start, labels or None), the last round cut to `num`; `result()` then gives the costs."""
+
+    def __init__(
+        self,
+        denoiser,
+        estimator: NoiseLevelEstimator,
+        num: int,
+        config: DLGConfig | None = None,
+        *,
+        process: Process | None = None,
+        generator: torch.Generator | None = None,
+        device="cpu",
+        callback: Callable[[dict], None] | None = None,
+        log_density: Callable[[Tensor, Tensor], Tensor] | None = None,
+        class_labels: Tensor | None = None,
+        dtype: torch.dtype = torch.float32,
+        schedule: Schedule | None = None,
+        streaming: bool = False,
+    ):
+        cfg = self.cfg = (config or DLGConfig()).validate()
+        if int(num) < 1:
+            raise ValueError(f"num must be >= 1, got {num}")
+        self.shape = denoiser.data_shape
+        if self.shape is None:
+            raise ValueError("the denoiser does not know its data shape (data_shape)")
+        self.num, self.device, self.dtype, self.callback = int(num), device, dtype, callback
+        self.denoiser, self.streaming = denoiser, streaming
+        self.process = process if process is not None else denoiser.process
+        self.gen = generator if generator is not None else torch.Generator(device=device).manual_seed(0)
+        schedule = schedule if schedule is not None else Schedule()
+        if cfg.finisher_schedule is not None:  # the config's finisher spacing (a name or σ list) wins
+            schedule = replace(schedule, spacing=Schedule.parse(cfg.finisher_schedule).spacing)
+        self.schedule = schedule
+        estimator.to(device)
+        self.levels = estimator.levels.to(device, torch.float64)
+        proc = self.process
+        top = schedule.sigma_max if schedule.sigma_max is not None else (proc or denoiser).sigma_max
+        self.sigma_max = float(min(top, proc.sigma_max) if proc is not None else top)
+        if proc is not None and float(self.levels.max()) > proc.sigma_max * (1 + 1e-6):
+            raise ValueError(
+                f"the estimator's largest σ {float(self.levels.max()):g} exceeds the model's σ_max {proc.sigma_max:g}"
+            )
+        tweedie = float(schedule.sigma_min if schedule.sigma_min is not None else cfg.tweedie_sigma)
+        self.tweedie = max(tweedie, float(proc.sigma_min) * (1 + 1e-6)) if proc is not None else tweedie
+        if log_density is None and cfg.kernel == "mala" and denoiser.has_log_density:
+            log_density = denoiser.log_density
+        self.chains = min(int(cfg.chains), self.num)
+        self.rounds = math.ceil(self.num / self.chains)
+        self.labels = class_labels[: self.chains] if class_labels is not None else None
+        self.D = CountingDenoiser(denoiser, self.labels)
+        self.kernel = GibbsKernel(self.D, estimator, self.levels, cfg, self.gen, log_density)
+        self.startup_nfe = self.startup_estimator = 0.0
+        self.finisher_nfe, self.chain_nfe = 0.0, 0
+        self.idx = None
+
+    def _integrate(self, name, x, steps, sigma_max, spacing_from_schedule: bool, options=None):
+        sched = self.schedule if spacing_from_schedule else replace(self.schedule, spacing=None)
+        return run_sampler(
+            name,
+            self.denoiser,
+            x,
+            steps,
+            sched,
+            process=self.process,
+            sigma_min=self.tweedie,
+            sigma_max=sigma_max,
+            generator=self.gen,
+            class_labels=self.labels,
+            options=options,
+        )
+
+    @torch.no_grad()
+    def startup(self) -> tuple[Tensor, Tensor]:
+        """One full `init_sampler` sample per chain from σ_max, + N(0, init_noise²), σ from the estimator, burn-in."""
+        cfg, C = self.cfg, self.chains
+        x = self.sigma_max * torch.randn((C, *self.shape), generator=self.gen, dtype=self.dtype, device=self.device)
+        x, init_nfe = self._integrate(cfg.init_sampler, x, cfg.init_steps, self.sigma_max, False)
+        x = x + float(cfg.init_noise) * noise_like(x, self.gen)
+        idx = self.kernel.sigma_index(x)
+        for _ in range(int(cfg.burn_in)):
+            x, idx = self.kernel(x, idx)
+        self.startup_nfe = init_nfe + self.D.calls
+        self.startup_estimator = self.kernel.estimator_calls
+        if self.callback is not None:
+            self.callback({"stage": "startup", "x": x, "sigma": self.levels[idx]})
+        return x, idx
+
+    @torch.no_grad()
+    def next_round(self, x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """`skip` Gibbs steps on every chain; each chain's least-noisy state among them (and the carried-in one)
+        goes to the finisher (ties: the latest). Returns (samples, σ_start, chain x, chain σ index)."""
+        cfg = self.cfg
+        calls = self.D.calls
+        if cfg.include_carried:
+            best_x, best_idx = x.clone(), idx.clone()
+        for k in range(int(cfg.skip)):
+            x, idx = self.kernel(x, idx)
+            if k == 0 and not cfg.include_carried:
+                best_x, best_idx = x.clone(), idx.clone()
+            else:
+                take = idx >= best_idx  # larger index = smaller σ; ties go to the latest state
+                best_x = torch.where(bcast(take, x), x, best_x)
+                best_idx = torch.where(take, idx, best_idx)
+        self.chain_nfe += self.D.calls - calls
+        sigma_start = self.levels[best_idx]
+        smax = sigma_start.clamp(min=self.tweedie * 1.0001).clamp(max=self.sigma_max)
+        out, nfe = self._integrate(cfg.finisher, best_x, cfg.finisher_steps, smax, True, cfg.finisher_options)
+        self.finisher_nfe += nfe
+        self.idx = idx
+        return out, sigma_start, x, idx
+
+    def __iter__(self):
+        C = self.chains
+        x, idx = self.startup()
+        trim_heap = _heap_trimmer() if self.streaming else None
+        for r in range(self.rounds):
+            out, sigma_start, x, idx = self.next_round(x, idx)
+            keep = min(C, self.num - r * C)
+            yield out[:keep], sigma_start[:keep], None if self.labels is None else self.labels[:keep]
+            if trim_heap is not None and r % 10 == 9:  # every 10th round: a trim costs ~0.1 s
+                trim_heap()
+            if self.callback is not None:
+                self.callback({"stage": "round", "round": r, "x": out, "sigma": sigma_start, "chain_x": x})
+
+    def result(self, samples: Tensor, sigma_start: Tensor) -> DMCMCResult:
+        """Costs per sample: all chains' work (start-up, Gibbs, finisher) divided over the `num` samples kept."""
+        C, num, rounds, kernel = self.chains, self.num, self.rounds, self.kernel
+        total_nfe = C * (self.startup_nfe + self.chain_nfe + self.finisher_nfe)
+        info = {
+            "chains": C,
+            "rounds": rounds,
+            "startup_nfe_per_chain": self.startup_nfe,
+            "startup_classifier_evals_per_chain": self.startup_estimator,
+            "gibbs_nfe_per_output": self.chain_nfe / rounds,
+            "finisher_nfe_per_output": self.finisher_nfe / rounds,
+            "amortised_startup_nfe": C * self.startup_nfe / num,
+            "acceptance_rate": kernel.accepted / kernel.proposed if kernel.proposed else None,
+            "sigma_start_median": float(sigma_start.median()),
+            "final_sigma_index": self.idx.cpu(),
+            "levels": self.levels.numel(),
+            "config": asdict(self.cfg),
+        }
+        if self.labels is not None:  # output i comes from chain i mod C and carries that chain's label
+            info["labels"] = self.labels.cpu().repeat(rounds)[:num]
+        return DMCMCResult(samples, total_nfe / num, sigma_start, C * kernel.estimator_calls / num, info)
 
 
 @torch.no_grad()
@@ -165,228 +358,36 @@ def sample_dlg(
     class_labels: Tensor | None = None,
     dtype: torch.dtype = torch.float32,
     sink: Callable[[Tensor, Tensor], None] | None = None,
+    schedule: Schedule | None = None,
 ) -> DMCMCResult:
-    """Denoising Langevin Gibbs + an integrator (Kim & Ye 2022, Alg. 1 with the official code's start-up).
+    """Denoising Langevin Gibbs + an integrator (Kim & Ye 2022, Alg. 1): `DLGRun` run to the end.
 
-    Start-up (per chain, amortised): a full `init_sampler` sample from σ_max, + N(0, init_noise²), σ from the
-    estimator, `burn_in` Gibbs steps. Then per output round: `skip` Gibbs steps on every chain; among the
-    carried-in state and those states the one with the smallest σ goes to the finisher (ties: the latest).
-    Samples are interleaved over chains: output i comes from chain i mod chains.
-    `log_density(x, σ)` (for MALA) defaults to the exact one of a Gaussian-mixture denoiser; otherwise MALA
-    uses the trapezoid line integral ½(s(x) + s(x'))·(x' − x) of the score.
-    `sink(samples, sigma_start)`, if given, receives each round's outputs in order (the last round cut to `num`)
-    and the samples are not kept: memory is then bounded by the chain count, not by `num`, and the result's
-    `samples` is empty ([0, *shape]).
+    Output i comes from chain i mod chains. MALA's `log_density(x, σ)` defaults to the denoiser's own (the
+    protocol's optional `log_density`), else the trapezoid line integral of the score. `schedule` sets the
+    finisher's spacing (default `config.finisher_schedule`), ρ and σ range (σ_min replaces `tweedie_sigma`).
+    With `sink(samples, sigma_start)` each round is handed over and not kept (result `samples` is empty).
     """
-    cfg = (config or DLGConfig()).validate()
-    if int(num) < 1:
-        raise ValueError(f"num must be >= 1, got {num}")
-    shape = getattr(denoiser, "data_shape", None)
-    if shape is None:
-        raise ValueError("the denoiser does not know its data shape (data_shape)")
-    process = process if process is not None else getattr(denoiser, "process", None)
-    gen = generator if generator is not None else torch.Generator(device=device).manual_seed(0)
-    estimator.to(device)
-    levels = estimator.levels.to(device, torch.float64)
-    L = levels.numel()
-    sigma_max = float(process.sigma_max if process is not None else getattr(denoiser, "sigma_max", 80.0))
-    if process is not None and float(levels.max()) > process.sigma_max * (1 + 1e-6):
-        raise ValueError(
-            f"the estimator's largest σ {float(levels.max()):g} exceeds the model's σ_max {process.sigma_max:g}"
-        )
-    tweedie = float(cfg.tweedie_sigma)
-    if process is not None:
-        tweedie = max(tweedie, float(process.sigma_min) * (1 + 1e-6))
-    if log_density is None and cfg.kernel == "mala":
-        log_density = _default_log_density(denoiser)
-
-    C = min(int(cfg.chains), int(num))
-    rounds = math.ceil(int(num) / C)
-    score = _Score(denoiser, class_labels[:C] if class_labels is not None else None)
-    classifier_calls = 0
-    accepted, proposed = 0.0, 0
-
-    def randn_like(x):
-        return torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
-
-    def update_sigma(x: Tensor) -> Tensor:
-        nonlocal classifier_calls
-        classifier_calls += 1
-        lp = estimator.log_probs(x).to(device)
-        if cfg.sigma_update == "argmax":
-            return lp.argmax(1)
-        return torch.multinomial(lp.double().exp(), 1, generator=gen).squeeze(1)
-
-    def gibbs_step(x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
-        nonlocal accepted, proposed
-        sig = levels[idx].to(x.dtype)
-        eta = torch.full_like(sig, float(cfg.eta)) if cfg.eta_schedule == "constant" else float(cfg.eta) * sig**2
-        eta_b = bcast(eta, x)
-        s_x = score(x, sig)
-        mean_fwd = x + 0.5 * eta_b * s_x
-        prop = mean_fwd + eta_b.sqrt() * randn_like(x)
-        if cfg.kernel == "mala":
-            s_p = score(prop, sig)
-            mean_bwd = prop + 0.5 * eta_b * s_p
-            log_q_fwd = -((prop - mean_fwd) ** 2).flatten(1).sum(1) / (2 * eta)
-            log_q_bwd = -((x - mean_bwd) ** 2).flatten(1).sum(1) / (2 * eta)
-            if log_density is not None:
-                log_ratio = (log_density(prop, sig) - log_density(x, sig)).to(x.dtype)
-            else:
-                log_ratio = (0.5 * (s_x + s_p) * (prop - x)).flatten(1).sum(1)
-            log_alpha = (log_ratio + log_q_bwd - log_q_fwd).clamp(max=0.0)
-            u = torch.rand(log_alpha.shape, generator=gen, dtype=x.dtype, device=x.device)
-            acc = u.log() < log_alpha
-            x = torch.where(bcast(acc, x), prop, x)
-            accepted += float(acc.float().sum())
-            proposed += acc.numel()
-        else:
-            x = prop
-        return x, update_sigma(x)
-
-    # --- start-up: one full integrator sample per chain, noise, σ from the estimator, burn-in -------------
-    x = sigma_max * torch.randn((C, *shape), generator=gen, dtype=dtype, device=device)
-    x, init_nfe = _run_sampler(
-        cfg.init_sampler,
+    run = DLGRun(
         denoiser,
-        x,
-        sigma_max,
-        cfg.init_steps,
-        None,
-        process,
-        tweedie,
-        gen,
-        score.class_labels,
+        estimator,
+        num,
+        config,
+        process=process,
+        generator=generator,
+        device=device,
+        callback=callback,
+        log_density=log_density,
+        class_labels=class_labels,
+        dtype=dtype,
+        schedule=schedule,
+        streaming=sink is not None,
     )
-    x = x + float(cfg.init_noise) * randn_like(x)
-    idx = update_sigma(x)
-    for _ in range(int(cfg.burn_in)):
-        x, idx = gibbs_step(x, idx)
-    startup_nfe = init_nfe + score.calls
-    startup_classifier = classifier_calls
-    if callback is not None:
-        callback({"stage": "startup", "x": x, "sigma": levels[idx]})
-
-    # --- output rounds -----------------------------------------------------------------------------------
-    outputs, starts, finisher_nfe = [], [], 0.0
-    trim_heap = _heap_trimmer() if sink is not None else None
-    chain_calls_before = score.calls
-    for r in range(rounds):
-        if cfg.include_carried:
-            best_x, best_idx = x.clone(), idx.clone()
-        for k in range(int(cfg.skip)):
-            x, idx = gibbs_step(x, idx)
-            if k == 0 and not cfg.include_carried:
-                best_x, best_idx = x.clone(), idx.clone()
-            else:
-                take = idx >= best_idx  # larger index = smaller σ; ties go to the latest state
-                best_x = torch.where(bcast(take, x), x, best_x)
-                best_idx = torch.where(take, idx, best_idx)
-        sigma_start = levels[best_idx]
-        smax = sigma_start.clamp(min=tweedie * 1.0001)
-        if process is not None:
-            smax = smax.clamp(max=process.sigma_max)
-        out, nfe = _run_sampler(
-            cfg.finisher,
-            denoiser,
-            best_x,
-            smax,
-            cfg.finisher_steps,
-            cfg.finisher_schedule,
-            process,
-            tweedie,
-            gen,
-            score.class_labels,
-            cfg.finisher_options,
-        )
-        finisher_nfe += nfe
-        keep = min(C, int(num) - r * C)
+    outputs, starts = [], []
+    for x, sigma_start, _ in run:
         if sink is not None:
-            sink(out[:keep], sigma_start[:keep])
-            if r % 10 == 9:  # a trim costs ~0.1 s in the 256-D memory benchmark: every 10th round, ~3 %
-                trim_heap()
+            sink(x, sigma_start)
         else:
-            outputs.append(out.cpu())
+            outputs.append(x.cpu())
         starts.append(sigma_start.cpu())
-        if callback is not None:
-            callback({"stage": "round", "round": r, "x": out, "sigma": sigma_start, "chain_x": x})
-    chain_nfe = score.calls - chain_calls_before  # per chain over all rounds
-    if sink is None:
-        samples = torch.stack(outputs, 0).reshape(rounds * C, *shape)[: int(num)]
-    else:
-        samples = torch.empty((0, *shape), dtype=dtype)
-    sigma_start = torch.stack(starts, 0).reshape(-1)[: int(num)]
-    # per-sample costs: all C chains' work divided over the `num` samples kept
-    total_nfe = C * (startup_nfe + chain_nfe + finisher_nfe)
-    total_clf = C * classifier_calls
-    info = {
-        "chains": C,
-        "rounds": rounds,
-        "startup_nfe_per_chain": startup_nfe,
-        "startup_classifier_evals_per_chain": startup_classifier,
-        "gibbs_nfe_per_output": chain_nfe / rounds,
-        "finisher_nfe_per_output": finisher_nfe / rounds,
-        "amortised_startup_nfe": C * startup_nfe / int(num),
-        "acceptance_rate": accepted / proposed if proposed else None,
-        "sigma_start_median": float(sigma_start.median()),
-        "final_sigma_index": idx.cpu(),
-        "levels": L,
-        "config": asdict(cfg),
-    }
-    if score.class_labels is not None:  # output i comes from chain i mod C and carries that chain's label
-        info["labels"] = score.class_labels.cpu().repeat(rounds)[: int(num)]
-    return DMCMCResult(samples, total_nfe / int(num), sigma_start, total_clf / int(num), info)
-
-
-def compare_heun_vs_dlg(
-    denoiser,
-    estimator: NoiseLevelEstimator,
-    reference: Tensor,
-    *,
-    num: int,
-    generator: torch.Generator | None = None,
-    config: DLGConfig | None = None,
-    metric: Callable[[Tensor, Tensor], float] | None = None,
-    sampler: str = "heun",
-    device="cpu",
-) -> list[dict]:
-    """Run DLG + `sampler`, then plain `sampler` from σ_max with the fewest steps whose NFE is at least
-    DLG's amortised NFE. Rows: {method, steps, nfe, classifier_evals, metric, samples} (samples model range).
-    `metric(samples, reference)` defaults to the sliced Wasserstein distance on flattened samples."""
-    from ..metrics.vector import sliced_wasserstein
-    from ..samplers import get_sampler, get_sigmas
-
-    gen = generator if generator is not None else torch.Generator(device=device).manual_seed(0)
-    cfg = config or DLGConfig(finisher=sampler)
-    cfg.finisher = sampler
-    metric = metric or (lambda a, b: sliced_wasserstein(a.flatten(1), b.flatten(1)))
-    res = sample_dlg(denoiser, estimator, num, cfg, generator=gen, device=device)
-    spec = get_sampler(sampler)
-    steps = 1
-    while spec.nfe is not None and spec.nfe(steps) < res.nfe_per_sample and steps < 1000:
-        steps += 1
-    process = getattr(denoiser, "process", None)
-    smax = float(process.sigma_max if process is not None else denoiser.sigma_max)
-    sched = _schedule_for(spec, None, process)
-    sigmas = get_sigmas(sched, steps, process=process, sigma_max=smax)
-    x = smax * torch.randn((num, *denoiser.data_shape), generator=gen, device=device)
-    plain = spec.fn(denoiser, x, sigmas.to(x.device, x.dtype), process=process, generator=gen)
-    ref = reference.float().cpu()
-    return [
-        {
-            "method": sampler,
-            "steps": steps,
-            "nfe": float(plain.nfe),
-            "classifier_evals": 0.0,
-            "metric": float(metric(plain.x.cpu(), ref)),
-            "samples": plain.x.cpu(),
-        },
-        {
-            "method": f"dlg+{sampler}",
-            "steps": cfg.finisher_steps,
-            "nfe": res.nfe_per_sample,
-            "classifier_evals": res.classifier_evals_per_sample,
-            "metric": float(metric(res.samples, ref)),
-            "samples": res.samples,
-        },
-    ]
+    samples = torch.cat(outputs) if outputs else torch.empty((0, *run.shape), dtype=dtype)
+    return run.result(samples, torch.cat(starts))

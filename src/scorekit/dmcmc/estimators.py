@@ -54,9 +54,8 @@ class ExactNoisePosterior(NoiseLevelEstimator):
         self._log_w = gmm.weights.clamp(min=1e-300).log()
 
     def log_density(self, x: Tensor) -> Tensor:
-        """log p_{σ_k}(x) for every level: [B, L] (float64). Computed in row chunks of ≤ 4 MB temporaries: one
-        [B, L, K] block per call, freed and re-made every DLG step, fragments the heap (peak RSS after 300 rounds
-        of 1000 chains in 256-D: 1136 MB with one block, 596 MB in chunks)."""
+        """log p_{σ_k}(x) = log Σ_k w_k N(x; μ_k, v_k + σ_k²) for every level: [B, L] (float64), in row chunks of
+        ≤ 4 MB temporaries so repeated DLG steps do not fragment the heap (benchmarks/dmcmc_memory.py)."""
         xd = x.detach().to("cpu", torch.float64).reshape(x.shape[0], -1)
         L, K, D = self._inv_var.shape
         rows = max(1, (4 << 20) // (8 * max(L * K, K * D)))

@@ -6,15 +6,13 @@ MNIST FID in the literature). Its weights ship with the package (`weights/digits
 the SHA-256 of their tensors is pinned here, so a number computed with it names exactly which network produced it.
 Retrain (bit-for-bit on the same torch build, single thread) with::
 
-    python -m scorekit.metrics.digits_classifier [--out PATH]
+    python benchmarks/retrain_digits_classifier.py [--out PATH]
 
 which prints the test accuracy and the new weights' SHA-256.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -134,27 +132,3 @@ def load_digits_classifier(path: str | Path | None = None, sha256: str | None = 
     net = DigitsCNN()
     load_state_dict_strict(net, tensors, path)
     return net.eval(), digest
-
-
-def main(argv: list[str] | None = None) -> int:
-    from ..checkpoint import save_tensors
-
-    p = argparse.ArgumentParser(prog=f"python -m {__name__}", description="Retrain the pinned digits classifier.")
-    p.add_argument("--out", default=str(DIGITS_WEIGHTS_PATH))
-    p.add_argument("--epochs", type=int, default=30)
-    args = p.parse_args(argv)
-    torch.set_num_threads(1)  # bit-for-bit reproducibility
-    net = train_digits_classifier(epochs=args.epochs)
-    meta = {"train_split": "scorekit.data.load_data('digits', split='train')"}
-    meta.update({"test_accuracy": f"{accuracy(net, 'test'):.4f}", "train_accuracy": f"{accuracy(net, 'train'):.4f}"})
-    save_tensors(args.out, net.state_dict(), meta)
-    digest = weights_sha256(net.state_dict())
-    print(f"train accuracy {meta['train_accuracy']}  test accuracy {meta['test_accuracy']}")
-    print(f"wrote {args.out}  sha256 {digest}")
-    if digest != DIGITS_CLASSIFIER_SHA256:
-        print(f"note: differs from the pinned SHA-256 {DIGITS_CLASSIFIER_SHA256}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -41,15 +41,21 @@ def bcast(v: Tensor, x: Tensor) -> Tensor:
 
 
 class Denoiser(nn.Module):
-    """D(x, σ) ≈ E[x0 | x0 + σ·n = x]. Subclasses implement `denoise`.
+    """The denoiser protocol: all that samplers, guidance and Denoising MCMC may ask of a model.
 
-    Attributes: `sigma_min`, `sigma_max` (the range it is valid for), `process` (the process it was
-    trained under; decides default schedules), `data_shape`, `num_classes` (0 if unconditional).
+    - `denoise(x, σ, class_labels)` (or calling it): D(x, σ) ≈ E[x0 | x0 + σ·n = x] (Karras et al. 2022, §2);
+      `score(x, σ)` = (D − x)/σ².
+    - `data_shape`, `num_classes` (0 if unconditional), `process` (decides default schedules; None = σ-space),
+      `sigma_min`, `sigma_max` (the range it is valid for).
+    - `null_label`: the label value meaning "no class" (None: class_labels=None is the unconditional call);
+      `unconditional(x, σ)` is D(x, σ | ∅). `labels_required`: sampling must give a label per sample.
+    - `has_log_density`, `log_density(x, σ)`: log p_σ(x) where known in closed form (MALA's Metropolis test).
     """
 
     sigma_min: float = 0.002
     sigma_max: float = 80.0
     num_classes: int = 0
+    has_log_density: bool = False
 
     def __init__(self, process: Process | None = None, data_shape: tuple[int, ...] | None = None):
         super().__init__()
@@ -68,6 +74,25 @@ class Denoiser(nn.Module):
         """∇_x log p_σ(x) = (D − x)/σ² in σ-space."""
         s = bcast(sigma_vector(sigma, x), x)
         return (self(x, sigma, class_labels) - x) / s**2
+
+    @property
+    def null_label(self) -> int | None:
+        """The label trained as "no class" (classifier-free guidance's ∅); None: call with class_labels=None."""
+        return None
+
+    @property
+    def labels_required(self) -> bool:
+        """Whether the model must be called with a label per sample (a class-conditional network)."""
+        return False
+
+    def unconditional(self, x: Tensor, sigma) -> Tensor:
+        """D(x, σ | ∅)."""
+        null = self.null_label
+        return self(x, sigma, None if null is None else torch.full((x.shape[0],), null, device=x.device))
+
+    def log_density(self, x: Tensor, sigma) -> Tensor:
+        """log p_σ(x) [B] in σ-space; only where `has_log_density`."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form log-density")
 
 
 class Preconditioning:
@@ -154,6 +179,15 @@ class NetworkDenoiser(Denoiser):
         self.precond = Preconditioning(process, parameterization, conditioning, sigma_data)
         self.num_classes = int(num_classes)
         self.output_channels = output_channels
+
+    @property
+    def null_label(self) -> int | None:
+        """Index `num_classes`: the "no label" embedding of networks trained with condition dropout."""
+        return self.num_classes if self.num_classes > 0 else None
+
+    @property
+    def labels_required(self) -> bool:
+        return self.num_classes > 0
 
     def network_output(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
         """F(c_in·x, c_noise) — the raw network output (first `output_channels` channels)."""

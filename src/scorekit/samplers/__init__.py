@@ -17,7 +17,7 @@ from .edm import sample_edm_stochastic, sample_heun
 from .langevin import sample_annealed_langevin, sample_langevin
 from .multistep import sample_dpmpp_2m, sample_dpmpp_3m
 from .ode import sample_pf_euler, sample_rk45
-from .schedules import SCHEDULES, get_sigmas
+from .schedules import SCHEDULES, Schedule, get_sigmas
 from .sde import sample_euler_maruyama, sample_pc, sample_reverse_diffusion
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "get_sampler",
     "get_sigmas",
     "SCHEDULES",
+    "Schedule",
     "register",
     "sample_ancestral",
     "sample_annealed_langevin",
@@ -123,8 +124,8 @@ for _spec in (
         False,
         "uniform_t",
         lambda n, **_: n,
-        "DDPM ancestral sampling (β̃ 'posterior' or β 'forward' variance)",
-        ("variance",),
+        "DDPM ancestral sampling (β̃ 'posterior' or β 'forward' variance; mean_shift: Alg. 1 classifier guidance)",
+        ("variance", "mean_shift"),
     ),
     SamplerSpec("ddim", sample_ddim, True, "uniform_t", lambda n, **_: n, "DDIM; eta=0 deterministic", ("eta",)),
     SamplerSpec(

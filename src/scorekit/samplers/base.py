@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -15,8 +15,8 @@ __all__ = [
     "SamplerOutput",
     "CountingDenoiser",
     "sigma_at",
-    "as_sigma_table",
     "sigma_table",
+    "sigma_steps",
     "resolve_process",
     "noise_like",
     "bcast",
@@ -52,18 +52,9 @@ class CountingDenoiser:
         return self.denoiser(x, sigma, self.class_labels)
 
 
-def as_sigma_table(sigmas, x: Tensor) -> Tensor:
-    """σ schedule as [B, N+1] in x's dtype/device (a shared [N+1] schedule is expanded).
-
-    Checks that each row is finite, non-increasing, positive and ends in 0.
-    """
-    s = sigma_table(sigmas, x)
-    return s.expand(x.shape[0], -1) if s.shape[0] != x.shape[0] else s
-
-
 def sigma_table(sigmas, x: Tensor) -> Tensor:
-    """Like `as_sigma_table`, but a shared [N+1] schedule stays one row, [1, N+1]: per-step coefficients are then
-    computed once instead of once per sample, and broadcast (CountingDenoiser expands σ to [B] for D)."""
+    """The σ schedule as a checked [1 or B, N+1] table in x's dtype/device: finite, non-increasing, positive and
+    ending in 0. A shared [N+1] schedule stays one row (coefficients computed once, broadcast against x)."""
     s = torch.as_tensor(sigmas, dtype=x.dtype, device=x.device)
     if s.ndim == 1:
         s = s[None]
@@ -80,6 +71,14 @@ def sigma_table(sigmas, x: Tensor) -> Tensor:
     if bool((s[:, 1:] > s[:, :-1]).any()):
         raise ValueError("a σ schedule must be non-increasing")
     return s
+
+
+def sigma_steps(table: Tensor) -> Iterator[tuple[int, Tensor, Tensor, bool]]:
+    """(i, σ_i, σ_{i+1}, last) for the N steps of a σ table. On the last step (σ_N = 0) every sampler ends with
+    the Tweedie step x ← D(x, σ_{N−1}) (Euler to σ = 0 gives the same, EDM Alg. 1 line 8)."""
+    n = table.shape[1] - 1
+    for i in range(n):
+        yield i, table[:, i], table[:, i + 1], i == n - 1
 
 
 def sigma_at(table: Tensor, i: int) -> Tensor:

@@ -16,11 +16,11 @@ from .base import (
     check_choice,
     noise_like,
     resolve_process,
-    sigma_at,
+    sigma_steps,
     sigma_table,
 )
 
-__all__ = ["sample_ancestral", "sample_ddim", "ANCESTRAL_VARIANCES", "posterior_sigma_up"]
+__all__ = ["sample_ancestral", "sample_ddim", "ANCESTRAL_VARIANCES", "posterior_sigma_up", "shifted_mean"]
 
 ANCESTRAL_VARIANCES = ("posterior", "forward", "beta_tilde", "beta", "small", "large")
 
@@ -30,14 +30,26 @@ def posterior_sigma_up(sigma, sigma_next):
     return sigma_next * ((sigma**2 - sigma_next**2).clamp(min=0)).sqrt() / sigma
 
 
-def _sigma_space_step(D, x, table, i, sigma_down, sigma_up, generator, noisy=True):
-    """x' = D + (σ_down/σ)(x − D) + σ_up·z from σ = table[:, i]."""
-    sig = sigma_at(table, i)
+def _sigma_space_step(D, x, sig, sigma_down, sigma_up, generator, noisy=True):
+    """x' = D + (σ_down/σ)(x − D) + σ_up·z from σ."""
     den = D(x, sig)
     x = den + bcast(sigma_down / sig, x) * (x - den)
     if noisy:
         x = x + bcast(sigma_up, x) * noise_like(x, generator)
     return x, den
+
+
+def shifted_mean(mean, grad, sigma, sigma_next, variance, process=None):
+    """Dhariwal & Nichol 2021, Alg. 1 in σ-space: μ + (s_next/s_t)·Σ̂·g, g = s·∇_x̂ log p(y | x̂, σ) (the process-space
+    shift s·Σ·∇_{x_t} with x_t = s_t·x̂); `variance` Σ̂ is [B] or shaped like `mean`."""
+    if process is None:
+        ratio = torch.ones_like(sigma)
+    else:
+        s_t = process.scale_of_sigma(sigma.to(torch.float64))
+        s_n = process.scale_of_sigma(sigma_next.clamp(min=process.sigma_min).to(torch.float64))
+        ratio = (s_n / s_t).to(mean.dtype)
+    var = bcast(variance, mean) if variance.ndim == 1 else variance
+    return mean + bcast(ratio, mean) * var * grad
 
 
 @torch.no_grad()
@@ -51,21 +63,24 @@ def sample_ancestral(
     callback=None,
     class_labels=None,
     variance: str = "posterior",
+    mean_shift: bool = False,
 ):
     """DDPM ancestral sampling (Ho et al. 2020, Alg. 2) on any σ schedule; the step to σ = 0 is x ← D. NFE = N.
 
     variance="posterior" (β̃_t): σ_up² = σ'²(σ² − σ'²)/σ². variance="forward" (β_t, the forward step's
     variance): σ_up² = (s_t/s_t')²(σ² − σ'²) from the process. The mean is the bridge mean in both.
+    mean_shift: classifier guidance as Alg. 1's shift of the mean by Σ·s·∇log p instead of through D; needs a
+    classifier-guided denoiser (one with `base` and `guidance_grad`, e.g. `ClassifierGuidedDenoiser`).
     """
     check_choice("variance", variance, ANCESTRAL_VARIANCES)
     forward = variance in ("forward", "beta", "large")
     proc = resolve_process(process)
     table = sigma_table(sigmas, x)
-    D = CountingDenoiser(denoiser, class_labels)
-    n = table.shape[1] - 1
-    for i in range(n):
-        sig, sig_next = sigma_at(table, i), sigma_at(table, i + 1)
-        if i == n - 1 or bool((sig_next <= 0).all()):
+    if mean_shift and not hasattr(denoiser, "guidance_grad"):
+        raise ValueError("mean_shift needs classifier guidance (--guidance classifier)")
+    D = CountingDenoiser(denoiser.base if mean_shift else denoiser, class_labels)
+    for i, sig, sig_next, last in sigma_steps(table):
+        if last:
             den = D(x, sig)
             x = den
         else:
@@ -74,8 +89,15 @@ def sample_ancestral(
                 up = ratio * (sig**2 - sig_next**2).clamp(min=0).sqrt()
             else:
                 up = posterior_sigma_up(sig, sig_next)
-            # the mean is the bridge posterior mean whatever the variance: σ_down = σ'²/σ
-            x, den = _sigma_space_step(D, x, table, i, sig_next**2 / sig, up, generator)
+            if mean_shift:
+                sig_b = sig.expand(x.shape[0])
+                den = D(x, sig_b)
+                mean = den + bcast(sig_next**2 / sig**2, x) * (x - den)
+                grad = denoiser.guidance_grad(x, sig_b, class_labels)
+                mean = shifted_mean(mean, grad, sig_b, sig_next.expand(x.shape[0]), up**2, process)
+                x = mean + bcast(up, x) * noise_like(x, generator)
+            else:  # the mean is the bridge posterior mean whatever the variance: σ_down = σ'²/σ
+                x, den = _sigma_space_step(D, x, sig, sig_next**2 / sig, up, generator)
         if callback is not None:
             callback({"i": i, "x": x, "sigma": sig.expand(x.shape[0]), "denoised": den})
     return SamplerOutput(x, float(D.calls))
@@ -101,16 +123,14 @@ def sample_ddim(
         raise ValueError(f"eta must be in [0, 1]; got {eta!r}")
     table = sigma_table(sigmas, x)
     D = CountingDenoiser(denoiser, class_labels)
-    n = table.shape[1] - 1
-    for i in range(n):
-        sig, sig_next = sigma_at(table, i), sigma_at(table, i + 1)
-        if i == n - 1 or bool((sig_next <= 0).all()):
+    for i, sig, sig_next, last in sigma_steps(table):
+        if last:
             den = D(x, sig)
             x = den
         else:
             up = eta * posterior_sigma_up(sig, sig_next)
             down = (sig_next**2 - up**2).clamp(min=0).sqrt()
-            x, den = _sigma_space_step(D, x, table, i, down, up, generator, noisy=eta > 0)
+            x, den = _sigma_space_step(D, x, sig, down, up, generator, noisy=eta > 0)
         if callback is not None:
             callback({"i": i, "x": x, "sigma": sig.expand(x.shape[0]), "denoised": den})
     return SamplerOutput(x, float(D.calls))

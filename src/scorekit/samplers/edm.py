@@ -7,24 +7,22 @@ import math
 
 import torch
 
-from .base import CountingDenoiser, SamplerOutput, bcast, check_positive, noise_like, sigma_at, sigma_table
+from .base import CountingDenoiser, SamplerOutput, bcast, check_positive, noise_like, sigma_steps, sigma_table
 
 __all__ = ["sample_heun", "sample_edm_stochastic"]
 
 
-def _heun_step(D, x, sig, sig_next):
-    """x at σ → σ_next: Euler, then the trapezoidal correction where σ_next > 0 (EDM Alg. 1, lines 4–8)."""
+def _heun_step(D, x, sig, sig_next, last):
+    """x at σ → σ_next: Euler, then the trapezoidal correction (EDM Alg. 1, lines 4–8); the last step is x ← D."""
     den = D(x, sig)
+    if last:
+        return den, den
     d = (x - den) / bcast(sig, x)
     h = bcast(sig_next - sig, x)
     x_next = x + h * d
-    if bool((sig_next > 0).all()):
-        den2 = D(x_next, sig_next)
-        d2 = (x_next - den2) / bcast(sig_next, x)
-        x_next = x + h * 0.5 * (d + d2)
-    elif bool((sig_next > 0).any()):
-        raise ValueError("per-sample schedules must reach σ = 0 on the same step")
-    return x_next, den
+    den2 = D(x_next, sig_next)
+    d2 = (x_next - den2) / bcast(sig_next, x)
+    return x + h * 0.5 * (d + d2), den
 
 
 @torch.no_grad()
@@ -33,10 +31,8 @@ def sample_heun(denoiser, x, sigmas, *, process=None, generator=None, callback=N
     del process, generator  # σ-space and deterministic
     table = sigma_table(sigmas, x)
     D = CountingDenoiser(denoiser, class_labels)
-    n = table.shape[1] - 1
-    for i in range(n):
-        sig = sigma_at(table, i)
-        x, den = _heun_step(D, x, sig, sigma_at(table, i + 1))
+    for i, sig, sig_next, last in sigma_steps(table):
+        x, den = _heun_step(D, x, sig, sig_next, last)
         if callback is not None:
             callback({"i": i, "x": x, "sigma": sig.expand(x.shape[0]), "denoised": den})
     return SamplerOutput(x, float(D.calls))
@@ -70,13 +66,12 @@ def sample_edm_stochastic(
     D = CountingDenoiser(denoiser, class_labels)
     n = table.shape[1] - 1
     gamma_max = min(s_churn / n, math.sqrt(2.0) - 1.0)
-    for i in range(n):
-        sig, sig_next = sigma_at(table, i), sigma_at(table, i + 1)
+    for i, sig, sig_next, last in sigma_steps(table):
         gamma = torch.where((sig >= s_tmin) & (sig <= s_tmax), gamma_max, 0.0).to(sig.dtype)
         sig_hat = sig * (1 + gamma)
         if gamma_max > 0:  # drawn for every sample so a sample's noise does not depend on its batch
             x = x + bcast(s_noise * (sig_hat**2 - sig**2).sqrt(), x) * noise_like(x, generator)
-        x, den = _heun_step(D, x, sig_hat, sig_next)
+        x, den = _heun_step(D, x, sig_hat, sig_next, last)
         if callback is not None:
             callback({"i": i, "x": x, "sigma": sig_hat.expand(x.shape[0]), "denoised": den})
     return SamplerOutput(x, float(D.calls))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import CountingDenoiser, SamplerOutput, bcast, sigma_at, sigma_table
+from .base import CountingDenoiser, SamplerOutput, bcast, sigma_steps, sigma_table
 
 __all__ = ["sample_dpmpp_2m", "sample_dpmpp_3m"]
 
@@ -16,17 +16,15 @@ __all__ = ["sample_dpmpp_2m", "sample_dpmpp_3m"]
 def _multistep(denoiser, x, sigmas, callback, class_labels, order):
     table = sigma_table(sigmas, x)
     D = CountingDenoiser(denoiser, class_labels)
-    n = table.shape[1] - 1
     # per-step coefficients for all steps at once (columns), broadcast against x
     pos = table[:, :-1]
     h_all = pos[:, :-1].log() - pos[:, 1:].log()  # h_i = λ_{i+1} − λ_i, i < n − 1
     ratio_all = pos[:, 1:] / pos[:, :-1]
     phi1_all = torch.expm1(-h_all)  # e^{−h} − 1
     hist_d = []  # previous denoised values, newest last
-    for i in range(n):
-        sig = sigma_at(table, i)
+    for i, sig, _, last in sigma_steps(table):
         den = D(x, sig)
-        if i == n - 1:
+        if last:
             x = den
         else:
             h, phi1 = h_all[:, i], phi1_all[:, i]

@@ -13,7 +13,7 @@ from .base import (
     check_choice,
     check_positive,
     resolve_process,
-    sigma_at,
+    sigma_steps,
     sigma_table,
 )
 from .sde import process_score
@@ -33,10 +33,8 @@ def sample_pf_euler(denoiser, x, sigmas, *, process=None, generator=None, callba
     table = sigma_table(sigmas, x)
     grid = ProcessGrid(resolve_process(process), table)
     D = CountingDenoiser(denoiser, class_labels)
-    n = table.shape[1] - 1
-    for i in range(n):
-        sig = sigma_at(table, i)
-        if i == n - 1:
+    for i, sig, _, last in sigma_steps(table):
+        if last:
             den = D(x, sig)
             x = den
         else:

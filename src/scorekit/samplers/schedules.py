@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ..processes import Process
 
-__all__ = ["get_sigmas", "SCHEDULES", "karras_sigmas", "log_sigmas", "logsnr_sigmas", "uniform_t_sigmas"]
+__all__ = ["Schedule", "get_sigmas", "SCHEDULES", "karras_sigmas", "log_sigmas", "logsnr_sigmas", "uniform_t_sigmas"]
 
 SCHEDULES = ("uniform_t", "log", "logsnr", "karras")
 
@@ -109,3 +110,106 @@ def get_sigmas(
             t_end=float(process.t_of_sigma(torch.tensor(float(sigma_min), dtype=torch.float64))),
         )
     raise ValueError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)} or give a list)")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How every sampling path builds its σ table: a spacing (a name in SCHEDULES, an explicit σ list, or None
+    for the sampler's default), Karras ρ, and an optional σ range overriding the model's.
+
+    One builder for plain, guided and Denoising-MCMC sampling: `table` gives a [N+1] schedule, or [B, N+1] when
+    `sigma_max` is a per-sample tensor (DMCMC's σ_start). A sampler whose default is `uniform_t` falls back to
+    `log` without a process (σ-space is the VE SDE's space, where uniform t is log-uniform σ). An explicit list
+    ignores `steps`; started per sample at σ_start it is cut to its levels below σ_start (`groups`).
+    """
+
+    spacing: str | tuple[float, ...] | None = None
+    rho: float = 7.0
+    sigma_min: float | None = None
+    sigma_max: float | None = None
+
+    def __post_init__(self):
+        sp = self.spacing
+        if sp is not None and not isinstance(sp, str):
+            object.__setattr__(self, "spacing", tuple(float(v) for v in sp))
+        elif isinstance(sp, str) and sp not in SCHEDULES and not sp.endswith(".json"):
+            raise ValueError(f"unknown schedule {sp!r} (choose from {', '.join(SCHEDULES)} or give a σ list)")
+        if not (math.isfinite(float(self.rho)) and float(self.rho) > 0):
+            raise ValueError(f"rho must be positive and finite, got {self.rho}")
+        for name in ("sigma_min", "sigma_max"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(float(v)) and float(v) > 0):
+                raise ValueError(f"{name} must be positive and finite, got {v}")
+
+    @classmethod
+    def parse(cls, text: str | None, **kw) -> Schedule:
+        """`--schedule` text: a name in SCHEDULES, a comma-separated σ list ("1,0.5"), a schedule file (*.json, a
+        fixed σ list), or None (a sequence of σ is taken as it is)."""
+        if text is not None and not isinstance(text, str):
+            return cls(tuple(float(v) for v in torch.as_tensor(text, dtype=torch.float64).flatten()), **kw)
+        if text is None or str(text).strip() in SCHEDULES or str(text).strip().endswith(".json"):
+            return cls(None if text is None else str(text).strip(), **kw)
+        try:
+            vals = tuple(float(v) for v in str(text).split(",") if v.strip())
+        except ValueError:
+            raise ValueError(
+                f"schedule must be {', '.join(SCHEDULES)} or a comma-separated list of σ; got {text!r}"
+            ) from None
+        if not vals:
+            raise ValueError(f"schedule {text!r} has no σ values")
+        return cls(vals, **kw)
+
+    def spacing_for(self, default: str, process: Process | None):
+        """The spacing actually used by a sampler whose default spacing is `default`."""
+        sp = self.spacing if self.spacing is not None else default
+        return "log" if sp == "uniform_t" and process is None else sp
+
+    def _range(self, process, model, sigma_min, sigma_max):
+        """(σ_min, σ_max): the caller's (e.g. DMCMC's per-sample start), else this schedule's, else the process's,
+        else the model's."""
+        smin = sigma_min if sigma_min is not None else self.sigma_min
+        smax = sigma_max if sigma_max is not None else self.sigma_max
+        src = process if process is not None else model
+        if smin is None and src is not None:
+            smin = src.sigma_min
+        if smax is None and src is not None:
+            smax = src.sigma_max
+        return (0.002 if smin is None else float(smin)), (80.0 if smax is None else smax)
+
+    def groups(
+        self,
+        steps: int,
+        *,
+        default: str = "karras",
+        process: Process | None = None,
+        model=None,
+        sigma_min: float | None = None,
+        sigma_max=None,
+    ) -> list[tuple[Tensor | None, Tensor]]:
+        """[(rows, table)]: the σ tables of a batch. One group (rows None) unless an explicit list is started per
+        sample, where rows with the same number of levels below their σ_start share a table."""
+        smin, smax = self._range(process, model, sigma_min, sigma_max)
+        sp = self.spacing_for(default, process)
+        if isinstance(sp, str) and not sp.endswith(".json"):
+            return [(None, get_sigmas(sp, steps, process=process, sigma_min=smin, sigma_max=smax, rho=self.rho))]
+        levels = get_sigmas(sp, steps)
+        start = torch.as_tensor(smax, dtype=torch.float64)
+        if start.ndim == 0:
+            return [(None, levels)]
+        pos = levels[levels > 0]
+        n_below = (pos[None, :] < start[:, None]).sum(1)
+        out = []
+        for m in torch.unique(n_below).tolist():
+            rows = (n_below == m).nonzero().squeeze(1)
+            tail = pos[len(pos) - m :][None].expand(len(rows), -1)
+            table = torch.cat([start[rows, None], tail, torch.zeros(len(rows), 1, dtype=torch.float64)], 1)
+            out.append((rows, table))
+        return out
+
+    def table(self, steps: int, **kw) -> Tensor:
+        """The σ table ([N+1], or [B, N+1] for a per-sample `sigma_max`); see `groups` for the arguments."""
+        groups = self.groups(steps, **kw)
+        if len(groups) != 1:
+            raise ValueError("an explicit σ list started at per-sample σ gives tables of different lengths")
+        rows, table = groups[0]
+        return table if rows is None else table[torch.argsort(rows)]

@@ -18,7 +18,7 @@ from .base import (
     check_positive,
     noise_like,
     resolve_process,
-    sigma_at,
+    sigma_steps,
     sigma_table,
 )
 
@@ -96,12 +96,9 @@ def _predictor_corrector(denoiser, x, sigmas, process, generator, callback, clas
     table = sigma_table(sigmas, x)
     grid = ProcessGrid(resolve_process(process), table)
     D = CountingDenoiser(denoiser, class_labels)
-    n = table.shape[1] - 1
     step = {"euler_maruyama": _em_step, "reverse_diffusion": _rd_step}[predictor]
     alpha = torch.ones_like(table[:, 0])
-    for i in range(n):
-        sig = sigma_at(table, i)
-        last = i == n - 1
+    for i, sig, _, last in sigma_steps(table):
         s = grid.s[:, i]
         if n_corr:
             if not last:  # α of the forward step into this level (the last level keeps the previous one)
