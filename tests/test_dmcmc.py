@@ -37,7 +37,9 @@ def nearest_component(gmm, x):
     return torch.cdist(x.double(), gmm.means).argmin(1)
 
 
-FAST = dict(chains=200, skip=1, eta=0.01, burn_in=10, init_sampler="heun", init_steps=10, finisher="heun")
+# the pre-issue-15 settings, spelt out: constant η, no adaptation, the samplers' own schedules, 0.5 start-up noise
+LEGACY = dict(eta_schedule="constant", adapt_target=None, init_schedule=None, finisher_schedule=None, init_noise=0.5)
+FAST = dict(chains=200, skip=1, eta=0.01, burn_in=10, init_sampler="heun", init_steps=10, finisher="heun", **LEGACY)
 
 
 # --- σ grid and the exact posterior -------------------------------------------------------------------------
@@ -112,16 +114,20 @@ def test_every_mode_keeps_its_weight(mixture):
 def test_nfe_accounting_and_chain_layout(mixture):
     gmm, _, _, est = mixture
     seen = []
-    cfg = DLGConfig(chains=8, skip=3, burn_in=5, init_sampler="heun", init_steps=4, finisher="heun", finisher_steps=2)
+    cfg = DLGConfig(
+        chains=8, skip=3, burn_in=5, init_sampler="heun", init_steps=4, finisher="heun", finisher_steps=2, **LEGACY
+    )
     r = sample_dlg(gmm.denoiser(), est, 20, cfg, generator=torch.Generator().manual_seed(0), callback=seen.append)
     rounds = 3  # ceil(20 / 8)
-    per_chain = (2 * 4 - 1) + 5 + rounds * 3 + rounds * (2 * 2 - 1)
-    assert r.nfe_per_sample == pytest.approx(8 * per_chain / 20)
+    per_chain = (2 * 4 - 1) + 5 + rounds * 3  # start-up, burn-in, Gibbs steps of every chain
+    # the finisher runs only on the outputs kept (20, not 3 rounds × 8)
+    assert r.nfe_per_sample == pytest.approx((8 * per_chain + 20 * (2 * 2 - 1)) / 20)
     assert r.classifier_evals_per_sample == pytest.approx(8 * (1 + 5 + rounds * 3) / 20)
     assert r.info["chains"] == 8 and r.info["rounds"] == rounds
     assert r.samples.shape == (20, 2) and r.sigma_start.shape == (20,)
+    assert torch.equal(r.chain, torch.arange(20) % 8)
     rounds_x = [d["x"] for d in seen if d["stage"] == "round"]
-    assert len(rounds_x) == rounds and all(x.shape[0] == 8 for x in rounds_x)  # memory bounded by chains
+    assert len(rounds_x) == rounds and [x.shape[0] for x in rounds_x] == [8, 8, 4]  # memory bounded by chains
     assert torch.equal(r.samples[8:16], rounds_x[1].float())  # round-major: one sample per chain per round
     lv = est.levels
     assert ((r.sigma_start[:, None] - lv[None]).abs().min(1).values < 1e-9).all()  # starts are grid levels
@@ -129,7 +135,9 @@ def test_nfe_accounting_and_chain_layout(mixture):
 
 def test_reproducible_from_a_seed(mixture):
     gmm, _, _, est = mixture
-    cfg = DLGConfig(chains=16, skip=2, burn_in=3, init_sampler="edm_stochastic", init_steps=4, finisher="heun")
+    cfg = DLGConfig(
+        chains=16, skip=2, burn_in=3, init_sampler="edm_stochastic", init_steps=4, finisher="heun", **LEGACY
+    )
 
     def run(seed):
         return sample_dlg(gmm.denoiser(), est, 32, cfg, generator=torch.Generator().manual_seed(seed)).samples
@@ -153,7 +161,10 @@ def test_dlg_variants_sample_the_mixture(mixture, opts):
     assert sliced_wasserstein(r.samples, ref) < 3.0 * floor
     if opts.get("kernel") == "mala":
         assert 0.3 < r.info["acceptance_rate"] <= 1.0
-        assert r.info["gibbs_nfe_per_output"] == pytest.approx(2.0)  # score at x and at the proposal
+        # score at x and at the proposal; a chain whose moves were all rejected emits nothing that round
+        per_round = 2.0 * r.info["chains"] / 1000
+        assert r.info["gibbs_nfe_per_output"] == pytest.approx(per_round * r.info["rounds"])
+        assert r.info["rounds"] >= 5 and r.info["distinct_fraction"] == 1.0
 
 
 def test_mala_without_a_density_uses_the_score_line_integral(mixture):
@@ -202,6 +213,7 @@ def test_cli_flags_build_a_config():
     p = argparse.ArgumentParser()
     p.add_argument("--sampler", default="heun")
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--schedule", default=None)
     p.add_argument("--dlg-skip", type=int, default=None)  # the lead's flag wins; ours is not added twice
     add_dlg_arguments(p)
     args = p.parse_args(
@@ -287,8 +299,11 @@ def test_sample_command_with_dlg_and_the_exact_posterior(tmp_path, capsys):
     assert main(common + dlg + ["--noise-posterior", "exact"]) == 0
     d = np.load(out)
     assert d["samples"].shape == (60, 2) and d["sigma_start"].shape == (60,)
-    per_chain = (2 * 5 - 1) + 3 + 3 * 2 + 3 * (2 * 2 - 1)  # start-up, burn-in, 3 rounds of skip + finisher
-    assert float(d["nfe"]) == pytest.approx(20 * per_chain / 60)
+    # adapting η costs 20 MALA steps (2 NFE) on the 20 chains; start-up (dpmpp_2m, 5 NFE), burn-in, 3 rounds of
+    # skip; the finisher (heun, 3 NFE) on each of the 60 outputs
+    per_chain = 5 + 2 * 20 + 3 + 3 * 2
+    assert float(d["nfe"]) == pytest.approx((20 * per_chain + 60 * 3) / 60)
+    assert d["chain"].shape == (60,) and float(d["distinct_fraction"]) == 1.0
     capsys.readouterr()
     before = out.read_bytes()
     assert main(common + dlg) == 2  # no estimator given
@@ -299,15 +314,18 @@ def test_sample_command_with_dlg_and_the_exact_posterior(tmp_path, capsys):
 
 def test_finisher_options_and_chain_labels(mixture):
     gmm, _, _, est = mixture
-    cfg = DLGConfig(chains=4, skip=1, burn_in=1, init_steps=3, finisher="rk45", finisher_options={"rtol": 1e-2})
+    cfg = DLGConfig(
+        chains=4, skip=1, burn_in=1, init_steps=3, finisher="rk45", finisher_options={"rtol": 1e-2}, **LEGACY
+    )
     r = sample_dlg(gmm.denoiser(), est, 8, cfg, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(r.samples).all() and r.info["finisher_nfe_per_output"] > 1
     labelled = ring_gmm()
     labelled.labels = torch.arange(6) % 2
     labels = torch.tensor([0, 1, 1, 0, 1, 1, 1, 1])
-    cfg = DLGConfig(chains=4, skip=1, burn_in=1, init_steps=3, finisher="heun", finisher_steps=2)
+    cfg = DLGConfig(chains=4, skip=1, burn_in=1, init_steps=3, finisher="heun", finisher_steps=2, **LEGACY)
     r = sample_dlg(labelled.denoiser(), est, 8, cfg, generator=torch.Generator().manual_seed(0), class_labels=labels)
-    assert torch.equal(r.info["labels"], torch.tensor([0, 1, 1, 0, 0, 1, 1, 0]))  # chain i mod 4's label
+    assert torch.equal(r.info["labels"], torch.tensor([0, 1, 1, 0, 0, 1, 1, 0]))  # each output: its chain's label
+    assert torch.equal(r.chain, torch.arange(8) % 4)
 
 
 def test_dlg_beats_plain_pf_euler_at_equal_nfe_in_16d():
@@ -327,11 +345,15 @@ def test_dlg_beats_plain_pf_euler_at_equal_nfe_in_16d():
         skip=1,
         eta=1.0,
         eta_schedule="sigma2",
+        adapt_target=None,
         burn_in=0,
         init_sampler="heun",
         init_steps=5,
+        init_schedule=None,
+        init_noise=0.5,
         finisher="pf_euler",
         finisher_steps=5,
+        finisher_schedule=None,
     )
     r = sample_dlg(gmm.denoiser(), est, num, cfg, generator=torch.Generator().manual_seed(0))
     assert r.nfe_per_sample == pytest.approx(0.9 + 1 + 5)  # amortised 9-NFE start-up, 1 Langevin step, finisher

@@ -115,7 +115,7 @@ class SampleStream:
 
     def __init__(self, batches: Iterable[Batch], total: int, desc: str, progress: bool, hint: str = "more steps"):
         self._batches, self.total, self.desc, self.progress, self.hint = batches, total, desc, progress, hint
-        self.nfe, self.extra = 0.0, {}
+        self.nfe, self.extra, self.dlg_info = 0.0, {}, None
 
     def __iter__(self) -> Iterator[Batch]:
         bar = None
@@ -140,8 +140,8 @@ class SampleStream:
 
 def sample_stream(
     denoiser,
-    sampler: str,
-    steps: int,
+    sampler: str | None,
+    steps: int | None,
     num: int,
     *,
     schedule: Schedule | None = None,
@@ -164,8 +164,11 @@ def sample_stream(
     Plain: σ-space prior x = σ_max·n, then the sampler on `schedule`'s table; batch b is seeded by (seed, b);
     `batches` restricts to some batch indices, `distributed` splits them over torchrun ranks (rank 0 yields all,
     in order). With `dlg` (and a noise-level `estimator`), Denoising Langevin Gibbs makes the starting points and
-    `sampler`/`steps`/`sampler_options` are its finisher; one batch per round. `class_labels` [num] are per sample.
+    `sampler`/`steps`/`sampler_options` are its finisher (sampler None: the config's own finisher); one batch per
+    round. `class_labels` [num] are per sample.
     """
+    if dlg is not None and sampler is None:
+        sampler, steps = dlg.finisher, dlg.finisher_steps
     for name, v in (("num", num), ("steps", steps), ("batch-size", batch_size)):
         if int(v) <= 0:
             raise ValueError(f"--{name} must be > 0, got {v}")
@@ -181,8 +184,8 @@ def sample_stream(
     if class_labels is not None and len(class_labels) != int(num):
         raise ValueError(f"got {len(class_labels)} class labels for {num} samples")
     if dlg is not None:
-        if estimator is None:
-            raise ValueError("Denoising MCMC needs a noise-level estimator")
+        if estimator is None and dlg.sigma_update != "residual":
+            raise ValueError("Denoising MCMC needs a noise-level estimator (or the residual σ update)")
         cfg = replace(dlg, finisher=sampler, finisher_steps=int(steps), finisher_options=opts)
         run = DLGRun(
             denoiser,
@@ -237,19 +240,31 @@ def sample_stream(
 
 
 def _dlg_batches(run: DLGRun, stream: SampleStream) -> Iterator[Batch]:
-    starts, labels = [], []
-    for r, (x, sigma_start, lab) in enumerate(run):
+    starts, labels, chains = [], [], []
+    for r, (x, sigma_start, lab, chain) in enumerate(run):
         starts.append(sigma_start.cpu())
+        chains.append(chain.cpu())
         if lab is not None:
             labels.append(lab.cpu())
         yield Batch(r, x.detach().float().cpu(), None if lab is None else lab.cpu(), sigma_start.cpu())
-    res = run.result(torch.empty(0), torch.cat(starts))
+    res = run.result(torch.empty(0), torch.cat(starts), torch.cat(chains))
     stream.nfe = res.nfe_per_sample
+    stream.dlg_info = res.info
+    info = res.info
     stream.extra = {
         "sigma_start": res.sigma_start.float().numpy(),
+        "chain": torch.cat(chains).numpy().astype(np.int64),
         "classifier_evals": np.float64(res.classifier_evals_per_sample),
+        "classifier_denoiser_equivalent_nfe": np.float64(info["classifier_denoiser_equivalent_nfe"]),
+        "nfe_split": np.array(
+            [info["amortised_startup_nfe"], info["gibbs_nfe_per_output"], info["finisher_nfe_per_output"]],
+            dtype=np.float64,
+        ),  # start-up (amortised), Gibbs, finisher NFE per sample
+        "distinct_fraction": np.float64(info["distinct_fraction"]),
+        "ess": np.float64(info["ess"]),
+        "lag1_autocorrelation": np.float64(info["lag1_autocorrelation"]),
     }
-    if labels:  # DLG output i comes from chain i mod C: its label is that chain's
+    if labels:  # each DLG output carries its chain's label
         stream.extra["labels"] = torch.cat(labels).numpy().astype(np.int64)
 
 

@@ -1,15 +1,48 @@
-"""Flags of `scorekit sample --dmcmc dlg` and the library objects they build (DLGConfig, an estimator)."""
+"""Flags of `scorekit sample --dmcmc dlg` and the library objects they build (DLGConfig, an estimator).
+
+Settings come from one base, then the --dlg-* flags given override single fields:
+- `--nfe N`: `dmcmc.plan_dlg(N, --num, ...)`, the derived defaults for an amortised budget of N NFE per sample
+  (start-up + Gibbs + finisher + the classifier's cost in denoiser evaluations), never exceeded;
+- `--dlg-preset reference-cifar10|reference-celebahq`: the official code's setting (`DLGConfig.reference`);
+- neither: `DLGConfig()` with the finisher from --sampler/--steps.
+"""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
-from ..dmcmc import DLGConfig, ExactNoisePosterior, NoiseLevelEstimator, TrainedNoiseClassifier, make_levels
+from ..dmcmc import (
+    DLGConfig,
+    ExactNoisePosterior,
+    NoiseLevelEstimator,
+    TrainedNoiseClassifier,
+    estimator_cost,
+    make_levels,
+    plan_dlg,
+)
+
+PRESETS = ("reference-cifar10", "reference-celebahq")
+# flag → (DLGConfig field, type)
+_FIELDS = {
+    "dlg_skip": ("skip", int),
+    "dlg_eta": ("eta", float),
+    "dlg_chains": ("chains", int),
+    "dlg_burn_in": ("burn_in", int),
+    "dlg_kernel": ("kernel", str),
+    "dlg_sigma_update": ("sigma_update", str),
+    "dlg_eta_schedule": ("eta_schedule", str),
+    "dlg_init_sampler": ("init_sampler", str),
+    "dlg_init_steps": ("init_steps", int),
+    "dlg_init_noise": ("init_noise", float),
+    "dlg_sigma_floor": ("sigma_floor", float),
+    "dlg_tweedie_sigma": ("tweedie_sigma", float),
+}
 
 
 def add_dlg_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `sample --dmcmc dlg` flags (a flag the parser already has is left as it is)."""
-    d = DLGConfig()
+    """The `sample --dmcmc dlg` flags (a flag the parser already has is left as it is). Every --dlg-* flag
+    defaults to None: unset, the plan (--nfe), the preset or DLGConfig() decides."""
     existing = {a for action in parser._actions for a in action.option_strings}
 
     def add(flag, **kw):
@@ -19,69 +52,104 @@ def add_dlg_arguments(parser: argparse.ArgumentParser) -> None:
     add("--dmcmc", choices=["dlg"], default=None, help="run Denoising Langevin Gibbs first")
     add("--noise-classifier", default=None, help="run directory of a trained noise-level classifier")
     add("--noise-posterior", choices=["exact"], default=None, help="exact p(σ|x) (mixtures only)")
-    add("--dlg-skip", type=int, default=d.skip, help="Gibbs steps per output sample")
-    add("--dlg-eta", type=float, default=d.eta, help="Langevin step size η (or the factor of σ² with sigma2)")
-    add("--dlg-chains", type=int, default=d.chains, help="persistent chains (memory bound)")
-    add("--dlg-burn-in", type=int, default=d.burn_in, help="Gibbs steps after the start-up sample")
-    add("--dlg-kernel", choices=("ula", "mala"), default=d.kernel, help="Langevin kernel on x")
+    add(
+        "--dlg-preset",
+        choices=PRESETS,
+        default=None,
+        help="the official code's setting (Kim & Ye 2022); the finisher is --sampler (one of the six integrators)",
+    )
+    add("--dlg-skip", type=int, default=None, help="Gibbs steps per output sample")
+    add("--dlg-eta", type=float, default=None, help="Langevin step size η (or the factor of σ² with sigma2)")
+    add("--dlg-adapt", type=float, default=None, help="MALA acceptance the step is adapted to in burn-in (0: off)")
+    add("--dlg-chains", type=int, default=None, help="persistent chains (memory bound)")
+    add("--dlg-burn-in", type=int, default=None, help="Gibbs steps after the start-up sample")
+    add("--dlg-kernel", choices=("ula", "mala"), default=None, help="Langevin kernel on x")
     add(
         "--dlg-sigma-update",
-        choices=("argmax", "sample"),
-        default=d.sigma_update,
-        help="σ ← argmax p(σ|x) (reference) or a draw",
-    )
-    add("--dlg-eta-schedule", choices=("constant", "sigma2"), default=d.eta_schedule, help="η constant or η·σ²")
-    add("--dlg-init-sampler", default=d.init_sampler, help="integrator of the start-up sample")
-    add("--dlg-init-steps", type=int, default=d.init_steps, help="steps of the start-up integrator")
-    add("--dlg-init-noise", type=float, default=d.init_noise, help="std of noise added to the start-up sample")
-    add(
-        "--dlg-tweedie-sigma",
-        type=float,
+        choices=("argmax", "sample", "residual"),
         default=None,
-        help=f"lowest σ of the finisher schedule (default --sigma-min, else {d.tweedie_sigma})",
+        help="σ ← argmax p(σ|x) (reference), a draw, or the residual estimate from D itself (no classifier)",
     )
-    add(
-        "--dlg-finisher-schedule",
-        default=None,
-        help="σ schedule of the finisher (default: the sampler's own)",
-    )
+    add("--dlg-eta-schedule", choices=("constant", "sigma2"), default=None, help="η constant or η·σ²")
+    add("--dlg-sigma-floor", type=float, default=None, help="chains stay at σ >= this")
+    add("--dlg-init-sampler", default=None, help="integrator of the start-up sample")
+    add("--dlg-init-steps", type=int, default=None, help="steps of the start-up integrator")
+    add("--dlg-init-noise", type=float, default=None, help="std of noise added to the start-up sample")
+    add("--dlg-tweedie-sigma", type=float, default=None, help="lowest σ of the finisher schedule (default --sigma-min)")
+    add("--dlg-finisher-schedule", default=None, help="σ schedule of the finisher (default: the base setting's)")
 
 
-def dlg_config_from_args(args: argparse.Namespace) -> DLGConfig:
-    """DLGConfig from parsed flags; the finisher is `--sampler NAME --steps N` (and --schedule if present)."""
+def _overrides(args) -> dict:
+    out = {}
+    for flag, (field, typ) in _FIELDS.items():
+        v = getattr(args, flag, None)
+        if v is not None:
+            out[field] = typ(v)
+    adapt = getattr(args, "dlg_adapt", None)
+    if adapt is not None:
+        out["adapt_target"] = None if float(adapt) == 0 else float(adapt)
+    fs = getattr(args, "dlg_finisher_schedule", None)
+    if fs:
+        out["finisher_schedule"] = fs
+    return out
+
+
+def dlg_config_from_args(args: argparse.Namespace, *, classifier_cost: float = 0.0) -> DLGConfig:
+    """DLGConfig from parsed flags: the base (--nfe plan, --dlg-preset, or DLGConfig()), the finisher from
+    --sampler/--steps when given, then the --dlg-* flags given. With --nfe the plan is kept in `args.dlg_plan`."""
+    over = _overrides(args)
+    sampler, steps = getattr(args, "sampler", None), getattr(args, "steps", None)
+    nfe, preset = getattr(args, "nfe", None), getattr(args, "dlg_preset", None)
+    args.dlg_plan = None
+    if preset and nfe is not None:
+        raise ValueError("give --dlg-preset (the reference's own costs) or --nfe, not both")
+    if nfe is not None:
+        fin = {}
+        if sampler is not None:
+            fin["finisher"] = sampler
+            if steps is not None:
+                fin["finisher_steps"] = int(steps)
+        if getattr(args, "schedule", None) and "finisher_schedule" not in over:
+            fin["finisher_schedule"] = args.schedule
+        num = int(getattr(args, "num", None) or 1000)
+        plan = plan_dlg(
+            float(nfe),
+            num,
+            classifier_cost=classifier_cost,
+            sigma_update=over.pop("sigma_update", "argmax"),
+            skip=over.pop("skip", 1),
+            max_chains=over.pop("chains", None),
+            **fin,
+            **over,
+        )
+        args.dlg_plan = plan
+        return plan.config
+    if preset:
+        cfg = DLGConfig.reference(preset.split("-", 1)[1], finisher=sampler or "edm_stochastic")
+        if steps is not None:
+            cfg = replace(cfg, finisher_steps=int(steps))
+        return replace(cfg, **over).validate()
     d = DLGConfig()
-
-    def get(name, default):
-        v = getattr(args, name, None)
-        return default if v is None else v
-
-    cfg = DLGConfig(
-        chains=int(get("dlg_chains", d.chains)),
-        skip=int(get("dlg_skip", d.skip)),
-        eta=float(get("dlg_eta", d.eta)),
-        eta_schedule=get("dlg_eta_schedule", d.eta_schedule),
-        sigma_update=get("dlg_sigma_update", d.sigma_update),
-        kernel=get("dlg_kernel", d.kernel),
-        burn_in=int(get("dlg_burn_in", d.burn_in)),
-        init_sampler=get("dlg_init_sampler", d.init_sampler),
-        init_steps=int(get("dlg_init_steps", d.init_steps)),
-        init_noise=float(get("dlg_init_noise", d.init_noise)),
-        finisher=get("sampler", d.finisher),
-        finisher_steps=int(get("steps", d.finisher_steps)),
-        finisher_schedule=get("dlg_finisher_schedule", None) or getattr(args, "schedule", None),
-        tweedie_sigma=float(get("dlg_tweedie_sigma", d.tweedie_sigma)),
-    )
-    return cfg.validate()
+    base = {}
+    if sampler is not None:
+        base["finisher"] = sampler
+        if getattr(args, "schedule", None) is None and "finisher_schedule" not in over:
+            base["finisher_schedule"] = None  # the sampler's own spacing
+    if steps is not None:
+        base["finisher_steps"] = int(steps)
+    if getattr(args, "schedule", None):
+        base["finisher_schedule"] = args.schedule
+    return replace(d, **base, **over).validate()
 
 
 def dlg_from_args(
     args, denoiser, process=None, *, gmm=None, device="cpu", shape=None
 ) -> tuple[DLGConfig | None, NoiseLevelEstimator | None]:
     """(DLGConfig, noise-level estimator) for `sample --dmcmc dlg`, or (None, None) without --dmcmc: the estimator
-    from --noise-classifier RUN2 or --noise-posterior exact, the settings from the --dlg-* flags. The finisher is
-    --sampler/--steps with --sampler-opt; its schedule is the command's one `Schedule`."""
+    from --noise-classifier RUN2 or --noise-posterior exact (none with --dlg-sigma-update residual), the setting
+    from --nfe / --dlg-preset / the --dlg-* flags. The finisher's schedule is the command's one `Schedule`."""
     if args.dmcmc is None:
-        for flag in ("noise_classifier", "noise_posterior"):
+        for flag in ("noise_classifier", "noise_posterior", "dlg_preset"):
             if getattr(args, flag, None):
                 raise ValueError(f"--{flag.replace('_', '-')} needs --dmcmc dlg")
         return None, None
@@ -93,6 +161,7 @@ def dlg_from_args(
     posterior, clf = args.noise_posterior, args.noise_classifier
     if posterior and clf:
         raise ValueError("give either --noise-classifier or --noise-posterior exact, not both")
+    residual = getattr(args, "dlg_sigma_update", None) == "residual"
     if posterior == "exact":
         if gmm is None:
             raise ValueError("--noise-posterior exact needs an analytic model (--model gmm:SPEC.json)")
@@ -105,6 +174,11 @@ def dlg_from_args(
         have = tuple(shape) if shape is not None else tuple(denoiser.data_shape or ())
         if want and have and want != have:
             raise ValueError(f"noise classifier {clf} was trained on shape {want}, the model makes {have}")
+    elif residual:
+        estimator = None
     else:
-        raise ValueError("--dmcmc dlg needs --noise-classifier RUN2 or --noise-posterior exact")
-    return dlg_config_from_args(args), estimator
+        raise ValueError(
+            "--dmcmc dlg needs --noise-classifier RUN2, --noise-posterior exact or --dlg-sigma-update residual"
+        )
+    cost = estimator_cost(estimator, denoiser)["relative_cost"] if estimator is not None else 0.0
+    return dlg_config_from_args(args, classifier_cost=cost), estimator

@@ -11,10 +11,20 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..dmcmc import DLGConfig, NoiseLevelEstimator, TrainedNoiseClassifier, sample_dlg, train_noise_classifier_run
+from ..dmcmc import (
+    DLGConfig,
+    NoiseLevelEstimator,
+    TrainedNoiseClassifier,
+    estimator_cost,
+    plan_dlg,
+    sample_dlg,
+    train_noise_classifier_run,
+)
 
 NAME = "quickstart"
-HELP = "train on the built-in 8x8 digits, sample, and compare Heun with DLG + Heun (minutes on a CPU)"
+HELP = (
+    "train on the built-in 8x8 digits, sample, and compare DPM-Solver++(2M) with DLG at equal cost (minutes on a CPU)"
+)
 
 
 def add_arguments(p):
@@ -69,7 +79,7 @@ def run(args) -> int:
     timings["sample_grid_s"] = time.perf_counter() - t1
     print(f"[2/4] 100 samples with heun (18 steps, {res.nfe:.0f} NFE) → {grid}")
 
-    # 3 + 4. noise classifier and heun vs DLG + heun at equal NFE
+    # 3 + 4. noise classifier and plain dpmpp_2m vs DLG at equal cost
     summary = {"run": str(run_dir), "grid": str(grid), "heun_nfe": res.nfe}
     if True:
         t2 = time.perf_counter()
@@ -87,7 +97,7 @@ def run(args) -> int:
         timings["dmcmc_comparison_s"] = time.perf_counter() - t2
         summary["comparison"] = table
         if args.no_progress:  # with progress on, the comparison prints its own table
-            print("[4/4] plain heun vs DLG + heun at equal NFE (FID in the pinned digits classifier's features):")
+            print("[4/4] plain dpmpp_2m vs DLG at equal cost (FID in the pinned digits classifier's features):")
             print(f"{'method':<10} {'steps':>5} {'NFE':>6} {'clf evals':>9} {'FID':>9}")
             for row in table:
                 print(
@@ -129,17 +139,17 @@ def _side_by_side(path: Path, left: Tensor, right: Tensor, nrow: int = 10) -> No
     Image.fromarray(img).resize((img.shape[1] * 4, img.shape[0] * 4), Image.NEAREST).save(path)
 
 
-# many short chains (cheap 5-step start-up, 2 outputs each): independent start-ups fix the mode weights
-# (docs/architecture.md, "Denoising MCMC"; measured in benchmarks/results/dmcmc*.md)
-DIGITS_DLG = dict(chains=500, skip=1, eta=0.7, burn_in=0, init_steps=5, finisher_steps=3)
+# the budget of the quickstart's DLG run (denoiser evaluations per sample, the classifier's cost counted)
+QUICKSTART_NFE = 10
 
 
 def quickstart_comparison(
     run_dir, out, *, data, num=1000, classifier_steps=1500, seed=0, device="cpu", progress=True, config=None
 ) -> list[dict]:
-    """Quickstart's steps 3–4: train the noise classifier on the run's data, then plain heun vs DLG + heun at
-    equal NFE with the digits FID of each. Writes OUT/noise_classifier/, OUT/heun_vs_dlg.png (left: heun,
-    right: DLG + heun) and OUT/dmcmc_comparison.{json,md}. Returns the table rows."""
+    """Quickstart's steps 3–4: train the noise classifier on the run's data, then DLG with scorekit's defaults for
+    a budget of QUICKSTART_NFE (`plan_dlg`, the classifier's cost counted) against plain dpmpp_2m (logSNR) at equal
+    cost, with the digits FID of each. Writes OUT/noise_classifier/, OUT/heun_vs_dlg.png (left: plain, right:
+    DLG; the name is kept for old scripts) and OUT/dmcmc_comparison.{json,md}. Returns the table rows."""
     import json
 
     from ..checkpoint import load_denoiser, write_json_atomic
@@ -165,7 +175,7 @@ def quickstart_comparison(
     run_cfg = json.loads((Path(run_dir) / "config.json").read_text())
     transform = DataTransform.from_config(run_cfg["data"]["transform"])
     ref_user = data.user_data() if hasattr(data, "user_data") else transform.to_user(data)
-    cfg = config or DLGConfig(**DIGITS_DLG)
+    cfg = config or plan_dlg(QUICKSTART_NFE, int(num), classifier_cost=estimator_cost(est, den)["relative_cost"]).config
     rows = compare_heun_vs_dlg(
         den,
         est,
@@ -173,6 +183,8 @@ def quickstart_comparison(
         num=int(num),
         generator=torch.Generator(device=device).manual_seed(int(seed)),
         config=cfg,
+        sampler="dpmpp_2m",
+        plain_schedule="logsnr",
         metric=lambda a, b: digits_fid(transform.to_user(a), transform.to_user(b), device=device),
         device=device,
     )
@@ -190,7 +202,7 @@ def quickstart_comparison(
     write_json_atomic(out / "dmcmc_comparison.json", {"rows": table, "dlg_config": asdict(cfg), "classifier": acc})
     (out / "dmcmc_comparison.md").write_text("\n".join(md) + "\n")
     if progress:
-        print("[4/4] heun vs DLG + heun at equal NFE (digits FID, lower is better):\n" + "\n".join(md))
+        print("[4/4] dpmpp_2m vs DLG at equal cost (digits FID, lower is better):\n" + "\n".join(md))
     return table
 
 
@@ -205,30 +217,32 @@ def compare_heun_vs_dlg(
     metric=None,
     sampler: str = "heun",
     device="cpu",
+    plain_schedule: str | None = None,
 ) -> list[dict]:
-    """DLG + `sampler` against plain `sampler` from σ_max with the fewest steps whose NFE reaches DLG's amortised
-    NFE. Rows {method, steps, nfe, classifier_evals, metric, samples}; `metric` defaults to sliced W."""
+    """DLG (`config`, default DLGConfig with `sampler` as finisher) against plain `sampler` from σ_max with the
+    fewest steps whose NFE reaches DLG's amortised NFE plus the classifier's cost in denoiser evaluations.
+    Rows {method, steps, nfe, classifier_evals, metric, samples}; `metric` defaults to sliced W."""
     from ..metrics.vector import sliced_wasserstein
     from ..samplers import Schedule, get_sampler
 
     gen = generator if generator is not None else torch.Generator(device=device).manual_seed(0)
     cfg = config or DLGConfig(finisher=sampler)
-    cfg.finisher = sampler
     metric = metric or (lambda a, b: sliced_wasserstein(a.flatten(1), b.flatten(1)))
     res = sample_dlg(denoiser, estimator, num, cfg, generator=gen, device=device)
     spec = get_sampler(sampler)
     steps = 1
-    while spec.nfe is not None and spec.nfe(steps) < res.nfe_per_sample and steps < 1000:
+    cost = res.nfe_per_sample + res.info["classifier_denoiser_equivalent_nfe"]
+    while spec.nfe is not None and spec.nfe(steps) < cost - 1e-9 and steps < 1000:
         steps += 1
     process = denoiser.process
     smax = float((process or denoiser).sigma_max)
-    sigmas = Schedule().table(steps, default=spec.default_schedule, process=process, sigma_max=smax)
+    sigmas = Schedule(plain_schedule).table(steps, default=spec.default_schedule, process=process, sigma_max=smax)
     x = smax * torch.randn((num, *denoiser.data_shape), generator=gen, device=device)
     plain = spec.fn(denoiser, x, sigmas.to(x.device, x.dtype), process=process, generator=gen)
     ref = reference.float().cpu()
     rows = [(sampler, steps, float(plain.nfe), 0.0, plain.x.cpu())]
     rows.append(
-        (f"dlg+{sampler}", cfg.finisher_steps, res.nfe_per_sample, res.classifier_evals_per_sample, res.samples)
+        (f"dlg+{cfg.finisher}", cfg.finisher_steps, res.nfe_per_sample, res.classifier_evals_per_sample, res.samples)
     )
     keys = ("method", "steps", "nfe", "classifier_evals", "samples")
     return [dict(zip(keys, r)) | {"metric": float(metric(r[4], ref))} for r in rows]

@@ -36,8 +36,20 @@ def add_arguments(p):
         default=None,
         help="process whose time/space the S/ODE integrators use (default: the run's; vp for --model gmm:)",
     )
-    p.add_argument("--sampler", required=True, help="sampler name (see docs; e.g. heun, euler_maruyama, dpmpp_2m)")
-    p.add_argument("--steps", type=int, required=True, help="number of sampler steps (noise levels)")
+    p.add_argument(
+        "--sampler",
+        default=None,
+        help="sampler name (see docs; e.g. heun, euler_maruyama, dpmpp_2m); optional with --nfe",
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="number of sampler steps (noise levels); optional with --nfe"
+    )
+    p.add_argument(
+        "--nfe",
+        type=float,
+        default=None,
+        help="denoiser evaluations per sample (with --dmcmc dlg: the amortised budget, split by scorekit)",
+    )
     p.add_argument(
         "--num",
         "--num-samples",
@@ -119,10 +131,14 @@ def run(args) -> int:
     if labels is None and den.labels_required:  # a label per sample: random classes from the seed
         labels = torch.randint(0, den.num_classes, (args.num,), generator=torch.Generator().manual_seed(args.seed))
     dlg, estimator = dlg_from_args(args, den, proc, gmm=gmm, device=device, shape=shape)
+    sampler, steps = _sampler_and_steps(args, dlg)
+    plan = getattr(args, "dlg_plan", None)
+    if plan is not None and is_main_process():
+        print(plan.describe())
     stream = sample_stream(
         den,
-        args.sampler,
-        args.steps,
+        sampler,
+        steps,
         args.num,
         schedule=schedule,
         process=proc,
@@ -148,9 +164,34 @@ def run(args) -> int:
         save_preview(args.grid, preview, kind, ref)
     extra = ""
     if "classifier_evals" in stream.extra:
-        extra = f"; noise-classifier evaluations per sample {float(stream.extra['classifier_evals']):.2f}"
-    print(
-        f"wrote {args.num} samples to {args.out} ({args.sampler}, {args.steps} steps, "
-        f"{stream.nfe:.2f} NFE per sample){extra}"
-    )
+        x = stream.extra
+        extra = (
+            f"; noise-classifier evaluations per sample {float(x['classifier_evals']):.2f} "
+            f"(= {float(x['classifier_denoiser_equivalent_nfe']):.2f} denoiser evaluations); "
+            f"distinct outputs {float(x['distinct_fraction']):.3f}, ESS {float(x['ess']):.0f} of {args.num} "
+            f"(lag-1 autocorrelation {float(x['lag1_autocorrelation']):.3f})"
+        )
+    name = f"dlg+{sampler}" if dlg is not None else sampler
+    print(f"wrote {args.num} samples to {args.out} ({name}, {steps} steps, {stream.nfe:.2f} NFE per sample){extra}")
     return 0
+
+
+def _sampler_and_steps(args, dlg):
+    """(sampler, steps): given, from the DLG config (--dmcmc dlg), or for plain --nfe N the sampler (default
+    dpmpp_2m on its default schedule) with the most steps whose NFE fits N."""
+    if dlg is not None:
+        return dlg.finisher, dlg.finisher_steps
+    sampler, steps = args.sampler, args.steps
+    if args.nfe is not None and steps is None:
+        from ..samplers import get_sampler
+
+        sampler = sampler or "dpmpp_2m"
+        spec = get_sampler(sampler)
+        count = spec.nfe or (lambda n, **_: n)
+        fits = [n for n in range(1, 1001) if count(n) <= args.nfe]
+        if not fits:
+            raise ValueError(f"{sampler} cannot run within --nfe {args.nfe:g}")
+        steps = fits[-1]
+    if sampler is None or steps is None:
+        raise ValueError("give --sampler and --steps (or --nfe N)")
+    return sampler, steps

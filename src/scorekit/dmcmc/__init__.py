@@ -1,8 +1,17 @@
 """Denoising MCMC (Kim & Ye 2022): noise-level estimators, the Denoising Langevin Gibbs driver, and the
 training of the noise-level classifier."""
 
-from .dlg import DLGConfig, DLGRun, DMCMCResult, GibbsKernel, run_sampler, sample_dlg
-from .estimators import ExactNoisePosterior, NoiseLevelEstimator, TrainedNoiseClassifier, make_levels
+from .budget import DLGPlan, plan_dlg
+from .diagnostics import ChainDiagnostics
+from .dlg import REFERENCE_INTEGRATORS, DLGConfig, DLGRun, DMCMCResult, GibbsKernel, run_sampler, sample_dlg
+from .estimators import (
+    ExactNoisePosterior,
+    NoiseLevelEstimator,
+    ResidualNoiseEstimator,
+    TrainedNoiseClassifier,
+    estimator_cost,
+    make_levels,
+)
 from .noise_training import (
     noise_classifier_network_config,
     noise_level_accuracy,
@@ -12,6 +21,12 @@ from .noise_training import (
 )
 
 __all__ = [
+    "plan_dlg",
+    "DLGPlan",
+    "ChainDiagnostics",
+    "REFERENCE_INTEGRATORS",
+    "ResidualNoiseEstimator",
+    "estimator_cost",
     "make_levels",
     "NoiseLevelEstimator",
     "ExactNoisePosterior",

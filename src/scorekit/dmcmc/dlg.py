@@ -25,40 +25,104 @@ from torch import Tensor
 from ..processes import Process
 from ..samplers import Schedule, get_sampler
 from ..samplers.base import CountingDenoiser, bcast, noise_like
-from .estimators import NoiseLevelEstimator
+from .diagnostics import ChainDiagnostics
+from .estimators import NoiseLevelEstimator, ResidualNoiseEstimator, estimator_cost
 
 
 @dataclass
 class DLGConfig:
-    """Settings of Denoising Langevin Gibbs (defaults follow the reference where it has one).
+    """Settings of Denoising Langevin Gibbs. The field defaults are scorekit's derived defaults (`plan_dlg` sizes
+    chains and steps from a budget); `DLGConfig.reference(dataset)` is the official code's setting.
 
     chains: persistent chains (memory is bounded by this, not by the number of samples);
-    skip: Gibbs steps per output; eta: Langevin step (constant, or η·σ² with eta_schedule="sigma2");
-    sigma_update: "argmax" (reference) or "sample" from p(σ | x); kernel: "ula" (reference) or "mala";
-    burn_in: Gibbs steps after the start-up sample; init_sampler/init_steps: the full start-up integrator;
-    init_noise: std of the noise added to its output; finisher/finisher_steps/finisher_schedule: the
-    integrator that denoises from σ_start (schedule: a name or σ list, None = the sampler's default); tweedie_sigma: the
-    lowest σ of the finisher schedule, whose final step D(x, σ) is the Tweedie step;
-    include_carried: whether the state carried in from the previous output competes for the next one;
+    skip: Gibbs steps per output; eta: Langevin step (constant, or the factor c of η = c·σ² with
+    eta_schedule="sigma2"); adapt_target: MALA acceptance rate the step is adapted to during burn-in (None: η
+    fixed) with `adapt_steps` MALA steps on the first `adapt_chains` chains (their cost shared by all);
+    sigma_update: "argmax" (reference), "sample" from p(σ | x), or "residual" (no classifier: σ̂² =
+    mean((x − D(x, σ))²) from the Langevin step's own denoiser call); kernel: "ula" (reference) or "mala";
+    sigma_floor/sigma_cap: chains live on levels sigma_floor ≤ σ ≤ sigma_cap (0/None: all); warmup: (steps, η)
+    phases at constant η before burn_in (the reference's first phase); burn_in: Gibbs steps after the start-up sample (and warm-up);
+    init_sampler/init_steps/init_schedule/init_options: the full start-up integrator; init_noise: std of the noise
+    added to its output; finisher/finisher_steps/finisher_schedule: the integrator that denoises from σ_start
+    (schedule: a name or σ list, None = the sampler's default); tweedie_sigma: the lowest σ of the finisher
+    schedule, whose final step D(x, σ) is the Tweedie step; tweedie_step: an extra Tweedie step x ← D(x, σ) at
+    this σ after the finisher (the reference's, +1 NFE; None: none); include_carried: whether the state carried
+    in from the previous round competes for the next output; repeat_outputs: whether a state already handed to
+    the finisher may be handed again (the reference: yes; default: never, so every output is distinct);
+    ties: "latest" or "earliest" (the reference's strict <) among states of equal σ;
     finisher_options: extra keyword options of the finisher (e.g. rk45's rtol/atol).
     """
 
     chains: int = 256
-    skip: int = 2
-    eta: float = 0.1
-    eta_schedule: str = "constant"
+    skip: int = 1
+    eta: float = 0.5
+    eta_schedule: str = "sigma2"
+    adapt_target: float | None = 0.574
+    adapt_steps: int = 20
+    adapt_chains: int = 64
     sigma_update: str = "argmax"
     kernel: str = "ula"
-    burn_in: int = 20
-    init_sampler: str = "edm_stochastic"
-    init_steps: int = 20
-    init_noise: float = 0.5
-    finisher: str = "heun"
+    sigma_floor: float = 0.0
+    sigma_cap: float | None = None
+    warmup: tuple = ()
+    burn_in: int = 10
+    init_sampler: str = "dpmpp_2m"
+    init_steps: int = 10
+    init_schedule: str | None = "logsnr"
+    init_options: dict = field(default_factory=dict)
+    init_noise: float = 0.0
+    finisher: str = "dpmpp_2m"
     finisher_steps: int = 3
-    finisher_schedule: str | tuple[float, ...] | None = None
+    finisher_schedule: str | tuple[float, ...] | None = "logsnr"
     tweedie_sigma: float = 0.01
-    include_carried: bool = True
+    tweedie_step: float | None = None
+    include_carried: bool = False
+    repeat_outputs: bool = False
+    ties: str = "latest"
     finisher_options: dict = field(default_factory=dict)
+
+    @classmethod
+    def reference(cls, dataset: str = "cifar10", finisher: str = "edm_stochastic", **overrides) -> DLGConfig:
+        """The official code's setting ("Sampling Demo.ipynb" of github.com/1202kbs/DMCMC): KAR2 start-up (EDM
+        stochastic, 20 points, S_churn 80, S_tmin 0.05, S_tmax 1, S_noise 1.007) + N(0, 0.5²), σ ← argmax of
+        the classifier, constant-η ULA, warm-up 10 steps at η = 0.5 then 10 at η (CIFAR-10) or 50 at 1.6 then 20
+        at η (CelebA-HQ), η = 0.8, 10 Gibbs steps per output with the carried state competing (strict <), the
+        finisher on Karras ρ = 7 down to σ = 0.01, then a Tweedie step at 1e-2 (CIFAR-10) or 1e-3 (CelebA-HQ).
+        The finisher is one of `REFERENCE_INTEGRATORS` with its official options."""
+        ds = dataset.lower().replace("-", "")
+        if ds not in REFERENCE_WARMUP:
+            raise ValueError(f"unknown reference data set {dataset!r} (choose {', '.join(REFERENCE_WARMUP)})")
+        if finisher not in REFERENCE_INTEGRATORS:
+            raise ValueError(f"the reference integrators are {', '.join(REFERENCE_INTEGRATORS)}, got {finisher!r}")
+        (w_steps, w_eta), burn = REFERENCE_WARMUP[ds]
+        name, steps, opts = REFERENCE_INTEGRATORS[finisher]
+        cfg = cls(
+            chains=200 if ds == "cifar10" else 20,
+            skip=10,
+            eta=0.8,
+            eta_schedule="constant",
+            adapt_target=None,
+            sigma_update="argmax",
+            kernel="ula",
+            sigma_floor=0.0,
+            warmup=((w_steps, w_eta),),
+            burn_in=burn,
+            init_sampler="edm_stochastic",
+            init_steps=19,  # the official N = 20 points, 19 steps, NFE 2(N − 1) − 1 = 37
+            init_schedule="karras",
+            init_options=dict(KAR2_OPTIONS),
+            init_noise=0.5,
+            finisher=name,
+            finisher_steps=steps,
+            finisher_schedule="karras" if name in ("heun", "edm_stochastic") else None,
+            tweedie_sigma=0.01,
+            tweedie_step=REFERENCE_TWEEDIE[ds],
+            include_carried=True,
+            repeat_outputs=True,
+            ties="earliest",
+            finisher_options=dict(opts),
+        )
+        return replace(cfg, **overrides).validate()
 
     def validate(self) -> DLGConfig:
         if int(self.chains) < 1:
@@ -69,19 +133,51 @@ class DLGConfig:
             raise ValueError(f"DLG step size eta must be positive, got {self.eta}")
         if self.eta_schedule not in ("constant", "sigma2"):
             raise ValueError(f"unknown eta schedule {self.eta_schedule!r} (choose constant or sigma2)")
-        if self.sigma_update not in ("argmax", "sample"):
-            raise ValueError(f"unknown sigma update {self.sigma_update!r} (choose argmax or sample)")
+        if self.adapt_target is not None and not 0 < float(self.adapt_target) < 1:
+            raise ValueError(f"adapt_target must be in (0, 1), got {self.adapt_target}")
+        if self.sigma_update not in ("argmax", "sample", "residual"):
+            raise ValueError(f"unknown sigma update {self.sigma_update!r} (choose argmax, sample or residual)")
         if self.kernel not in ("ula", "mala"):
             raise ValueError(f"unknown DLG kernel {self.kernel!r} (choose ula or mala)")
+        if self.ties not in ("latest", "earliest"):
+            raise ValueError(f"unknown tie rule {self.ties!r} (choose latest or earliest)")
         if int(self.burn_in) < 0 or int(self.init_steps) < 1 or int(self.finisher_steps) < 1:
             raise ValueError("burn_in must be >= 0 and init/finisher steps >= 1")
-        if float(self.init_noise) < 0 or not float(self.tweedie_sigma) > 0:
-            raise ValueError("init_noise must be >= 0 and tweedie_sigma > 0")
-        get_sampler(self.init_sampler)
+        if int(self.adapt_steps) < 0 or int(self.adapt_chains) < 1:
+            raise ValueError("adapt_steps must be >= 0 and adapt_chains >= 1")
+        for phase in self.warmup:
+            if len(phase) != 2 or int(phase[0]) < 0 or not float(phase[1]) > 0:
+                raise ValueError(f"warm-up phases are (steps >= 0, eta > 0), got {phase!r}")
+        if float(self.init_noise) < 0 or not float(self.tweedie_sigma) > 0 or float(self.sigma_floor) < 0:
+            raise ValueError("init_noise and sigma_floor must be >= 0 and tweedie_sigma > 0")
+        if self.sigma_cap is not None and not float(self.sigma_cap) >= float(self.sigma_floor):
+            raise ValueError(f"sigma_cap must be >= sigma_floor, got {self.sigma_cap} < {self.sigma_floor}")
+        if self.tweedie_step is not None and not float(self.tweedie_step) > 0:
+            raise ValueError(f"tweedie_step must be > 0, got {self.tweedie_step}")
+        get_sampler(self.init_sampler).check_options(self.init_options)
         get_sampler(self.finisher).check_options(self.finisher_options)
-        if self.finisher_schedule is not None:
-            Schedule.parse(self.finisher_schedule)
+        for sched in (self.finisher_schedule, self.init_schedule):
+            if sched is not None:
+                Schedule.parse(sched)
         return self
+
+
+# the official code's settings ("Sampling Demo.ipynb"): KAR2's stochasticity, the two-phase warm-up per data set
+# ((steps, η) of phase 1, steps of phase 2 at the sampling η) and the Tweedie σ
+KAR2_OPTIONS = {"s_churn": 80.0, "s_tmin": 0.05, "s_tmax": 1.0, "s_noise": 1.007}
+REFERENCE_WARMUP = {"cifar10": ((10, 0.5), 10), "celebahq": ((50, 1.6), 20)}
+REFERENCE_TWEEDIE = {"cifar10": 1e-2, "celebahq": 1e-3}
+# the paper's six integrators: name -> (scorekit sampler, official steps, official options). KAR1/KAR2 run N = 20
+# points (19 steps); reverse diffusion and EM use the VE SDE's N = 20 discretisation from σ_start; the PF ODE
+# is score_sde's RK45 (scipy solve_ivp, rtol = atol = 1e-5)
+REFERENCE_INTEGRATORS = {
+    "heun": ("heun", 19, {}),
+    "edm_stochastic": ("edm_stochastic", 19, KAR2_OPTIONS),
+    "reverse_diffusion": ("reverse_diffusion", 20, {}),
+    "euler_maruyama": ("euler_maruyama", 20, {}),
+    "pf_euler": ("pf_euler", 20, {}),
+    "rk45": ("rk45", 2, {"rtol": 1e-5, "atol": 1e-5}),
+}
 
 
 @dataclass
@@ -94,6 +190,7 @@ class DMCMCResult:
     sigma_start: Tensor
     classifier_evals_per_sample: float
     info: dict = field(default_factory=dict)
+    chain: Tensor | None = None
 
 
 def _heap_trimmer() -> Callable[[], None]:
@@ -144,64 +241,127 @@ def run_sampler(
 
 class GibbsKernel:
     """One Denoising Langevin Gibbs step on (x, σ) (Kim & Ye 2022, Alg. 1): a Langevin move on x at σ,
-    x' = x + η/2·∇log p_σ(x) + √η·z (ULA, or MALA with a Metropolis test), then σ ← argmax or a draw of p(σ | x').
+    x' = x + η/2·∇log p_σ(x) + √η·z (ULA, or MALA with a Metropolis test), then σ ← argmax or a draw of p(σ | x'),
+    or (sigma_update="residual") the residual estimate σ̂² = mean((x − D(x, σ))²) of the step's own D call.
 
     The score is (D(x, σ) − x)/σ² through a `CountingDenoiser` (`calls`); `estimator_calls` counts p(σ | x).
+    `adapt(steps)` runs MALA steps that tune η's factor to `cfg.adapt_target` (Robbins–Monro on log η with the
+    mean acceptance probability of all chains), using `log_density` or the trapezoid line integral of the score.
+    `version` counts the moves of each chain (a rejected MALA proposal does not move it).
     """
 
     def __init__(self, denoiser: CountingDenoiser, estimator, levels: Tensor, cfg: DLGConfig, generator, log_density):
         self.D, self.estimator, self.levels, self.cfg = denoiser, estimator, levels, cfg
         self.gen, self.log_density = generator, log_density
         self.estimator_calls, self.accepted, self.proposed = 0, 0.0, 0
+        self.eta = float(cfg.eta)
+        self.adapt_trace: list[tuple[float, float]] = []  # (η factor, mean acceptance probability) per step
+        self.version: Tensor | None = None
+        floor = float(cfg.sigma_floor)
+        self.top = int((levels >= floor * (1 - 1e-9)).sum()) - 1 if floor > 0 else levels.numel() - 1
+        self.top = max(self.top, 0)  # largest allowed index (levels decrease)
+        cap = cfg.sigma_cap
+        self.bottom = int((levels > float(cap) * (1 + 1e-9)).sum()) if cap is not None else 0
+        self.bottom = min(self.bottom, self.top)  # smallest allowed index
+        self._resid: Tensor | None = None
 
     def score(self, x: Tensor, sigma: Tensor) -> Tensor:
-        return (self.D(x, sigma) - x) / bcast(sigma, x) ** 2
+        d = self.D(x, sigma)
+        if self.cfg.sigma_update == "residual":
+            self._resid = (x - d).flatten(1).pow(2).mean(1).double().sqrt()
+        return (d - x) / bcast(sigma, x) ** 2
 
-    def sigma_index(self, x: Tensor) -> Tensor:
-        """σ ← argmax p(σ | x) (the reference) or a draw from it, as an index into the levels."""
+    def nearest(self, sigma: Tensor) -> Tensor:
+        """Index of the level nearest to σ in log space (clamped to the σ floor)."""
+        lv = self.levels.log()
+        i = (sigma.double().clamp(min=1e-12).log().to(lv.device)[:, None] - lv[None]).abs().argmin(1)
+        return i.clamp(min=self.bottom, max=self.top)
+
+    def sigma_index(self, x: Tensor, sig: Tensor | None = None) -> Tensor:
+        """σ ← argmax p(σ | x) (the reference), a draw from it, or the residual fixed-point estimate; an index
+        into the levels, at most `top` (the σ floor)."""
+        if self.cfg.sigma_update == "residual":
+            if sig is None or self._resid is None:  # a fresh estimate: two fixed-point iterations from rms(x)
+                s = x.flatten(1).pow(2).mean(1).double().sqrt().clamp(max=float(self.levels[0]))
+                for _ in range(2):
+                    s = self.levels[self.nearest(s)]
+                    d = self.D(x, s.to(x.dtype))
+                    s = (x - d).flatten(1).pow(2).mean(1).double().sqrt()
+                return self.nearest(s)
+            return self.nearest(self._resid)
         self.estimator_calls += 1
         lp = self.estimator.log_probs(x).to(self.levels.device)
+        lp = lp[:, self.bottom : self.top + 1]
         if self.cfg.sigma_update == "argmax":
-            return lp.argmax(1)
-        return torch.multinomial(lp.double().exp(), 1, generator=self.gen).squeeze(1)
+            return lp.argmax(1) + self.bottom
+        return torch.multinomial(torch.softmax(lp.double(), 1), 1, generator=self.gen).squeeze(1) + self.bottom
 
-    def __call__(self, x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    def _eta(self, sig: Tensor, eta: float) -> Tensor:
+        return torch.full_like(sig, eta) if self.cfg.eta_schedule == "constant" else eta * sig**2
+
+    def __call__(
+        self, x: Tensor, idx: Tensor, *, mala: bool | None = None, eta: float | None = None
+    ) -> tuple[Tensor, Tensor]:
         cfg = self.cfg
+        mala = cfg.kernel == "mala" if mala is None else mala
         sig = self.levels[idx].to(x.dtype)
-        eta = torch.full_like(sig, float(cfg.eta)) if cfg.eta_schedule == "constant" else float(cfg.eta) * sig**2
-        eta_b = bcast(eta, x)
+        eta_t = self._eta(sig, self.eta if eta is None else float(eta))
+        eta_b = bcast(eta_t, x)
         s_x = self.score(x, sig)
+        resid = self._resid
         mean_fwd = x + 0.5 * eta_b * s_x
         prop = mean_fwd + eta_b.sqrt() * noise_like(x, self.gen)
-        if cfg.kernel == "mala":
+        if self.version is None or self.version.shape[0] != x.shape[0]:
+            self.version = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        moved = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        if mala:
             s_p = self.score(prop, sig)
             mean_bwd = prop + 0.5 * eta_b * s_p
-            log_q_fwd = -((prop - mean_fwd) ** 2).flatten(1).sum(1) / (2 * eta)
-            log_q_bwd = -((x - mean_bwd) ** 2).flatten(1).sum(1) / (2 * eta)
+            log_q_fwd = -((prop - mean_fwd) ** 2).flatten(1).sum(1) / (2 * eta_t)
+            log_q_bwd = -((x - mean_bwd) ** 2).flatten(1).sum(1) / (2 * eta_t)
             if self.log_density is not None:
                 log_ratio = (self.log_density(prop, sig) - self.log_density(x, sig)).to(x.dtype)
             else:  # trapezoid line integral of the score along prop − x
                 log_ratio = (0.5 * (s_x + s_p) * (prop - x)).flatten(1).sum(1)
-            log_alpha = (log_ratio + log_q_bwd - log_q_fwd).clamp(max=0.0)
+            log_alpha = (log_ratio + log_q_bwd - log_q_fwd).clamp(max=0.0).nan_to_num(nan=-math.inf)
+            self.last_alpha = float(log_alpha.exp().mean())
             u = torch.rand(log_alpha.shape, generator=self.gen, dtype=x.dtype, device=x.device)
-            acc = u.log() < log_alpha
-            x = torch.where(bcast(acc, x), prop, x)
-            self.accepted += float(acc.float().sum())
-            self.proposed += acc.numel()
+            moved = u.log() < log_alpha
+            x = torch.where(bcast(moved, x), prop, x)
+            self.accepted += float(moved.float().sum())
+            self.proposed += moved.numel()
+            self._resid = resid
         else:
             x = prop
-        return x, self.sigma_index(x)
+        self.version = self.version + moved.long()
+        return x, self.sigma_index(x, sig)
+
+    def adapt(self, x: Tensor, idx: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+        """`steps` MALA steps that tune the step factor η to `cfg.adapt_target`: log η += γ_t (ᾱ − target),
+        γ_t = 2/√(t + 1), ᾱ the mean acceptance probability over the chains."""
+        target = float(self.cfg.adapt_target)
+        for t in range(int(steps)):
+            x, idx = self(x, idx, mala=True)
+            self.adapt_trace.append((self.eta, self.last_alpha))
+            self.eta = float(math.exp(math.log(self.eta) + 2.0 / math.sqrt(t + 1) * (self.last_alpha - target)))
+        return x, idx
 
 
 class DLGRun:
     """The DLG driver: start-up, then rounds of `skip` Gibbs steps whose least-noisy state each chain hands to the
     finisher (Kim & Ye 2022, Alg. 1 with the official code's start-up). Iterating yields each round's
-    (samples, σ_start, labels or None), the last round cut to `num`; `result()` then gives the costs."""
+    (samples, σ_start, labels or None, chain ids), the outputs cut to `num`; `result()` then gives the costs.
+
+    Unless `repeat_outputs`, a chain emits in a round only if its chosen state was not handed to the finisher
+    before (a carried-in state may compete, never twice; a MALA chain that rejected every move sits a round
+    out), so every output is a distinct state. Chain diagnostics (distinct fraction, lag-1 and batch-means ESS)
+    accumulate in `diagnostics`.
+    """
 
     def __init__(
         self,
         denoiser,
-        estimator: NoiseLevelEstimator,
+        estimator: NoiseLevelEstimator | None,
         num: int,
         config: DLGConfig | None = None,
         *,
@@ -229,118 +389,195 @@ class DLGRun:
         if cfg.finisher_schedule is not None:  # the config's finisher spacing (a name or σ list) wins
             schedule = replace(schedule, spacing=Schedule.parse(cfg.finisher_schedule).spacing)
         self.schedule = schedule
-        estimator.to(device)
-        self.levels = estimator.levels.to(device, torch.float64)
         proc = self.process
         top = schedule.sigma_max if schedule.sigma_max is not None else (proc or denoiser).sigma_max
         self.sigma_max = float(min(top, proc.sigma_max) if proc is not None else top)
+        if estimator is None:
+            if cfg.sigma_update != "residual":
+                raise ValueError("DLG needs a noise-level estimator (or sigma_update='residual')")
+            estimator = ResidualNoiseEstimator(denoiser, sigma_max=self.sigma_max)
+        estimator.to(device)
+        self.estimator = estimator
+        self.levels = estimator.levels.to(device, torch.float64)
         if proc is not None and float(self.levels.max()) > proc.sigma_max * (1 + 1e-6):
             raise ValueError(
                 f"the estimator's largest σ {float(self.levels.max()):g} exceeds the model's σ_max {proc.sigma_max:g}"
             )
         tweedie = float(schedule.sigma_min if schedule.sigma_min is not None else cfg.tweedie_sigma)
         self.tweedie = max(tweedie, float(proc.sigma_min) * (1 + 1e-6)) if proc is not None else tweedie
-        if log_density is None and cfg.kernel == "mala" and denoiser.has_log_density:
+        if log_density is None and (cfg.kernel == "mala" or cfg.adapt_target is not None) and denoiser.has_log_density:
             log_density = denoiser.log_density
         self.chains = min(int(cfg.chains), self.num)
-        self.rounds = math.ceil(self.num / self.chains)
+        self.rounds = math.ceil(self.num / self.chains)  # rounds if every chain emits every round
         self.labels = class_labels[: self.chains] if class_labels is not None else None
         self.D = CountingDenoiser(denoiser, self.labels)
         self.kernel = GibbsKernel(self.D, estimator, self.levels, cfg, self.gen, log_density)
         self.startup_nfe = self.startup_estimator = 0.0
-        self.finisher_nfe, self.chain_nfe = 0.0, 0
+        self.init_nfe = 0.0
+        self.gibbs_sample_nfe = self.finisher_sample_nfe = 0.0  # NFE summed over rows (chains or outputs)
+        self.gibbs_estimator_rows = 0.0
+        self.emitted = 0
+        self.rounds_run = 0
         self.idx = None
+        self.emitted_version = torch.full((self.chains,), -1, dtype=torch.long, device=device)
+        self.diagnostics = ChainDiagnostics(int(math.prod(self.shape)), self.chains)
 
-    def _integrate(self, name, x, steps, sigma_max, spacing_from_schedule: bool, options=None):
-        sched = self.schedule if spacing_from_schedule else replace(self.schedule, spacing=None)
+    def _integrate(self, name, x, steps, sigma_max, schedule: Schedule, options=None, labels=None):
         return run_sampler(
             name,
             self.denoiser,
             x,
             steps,
-            sched,
+            schedule,
             process=self.process,
             sigma_min=self.tweedie,
             sigma_max=sigma_max,
             generator=self.gen,
-            class_labels=self.labels,
+            class_labels=labels,
             options=options,
         )
 
     @torch.no_grad()
     def startup(self) -> tuple[Tensor, Tensor]:
-        """One full `init_sampler` sample per chain from σ_max, + N(0, init_noise²), σ from the estimator, burn-in."""
+        """One full `init_sampler` sample per chain from σ_max, + N(0, init_noise²), σ from the estimator, the
+        warm-up phases, then burn-in (adapting η when `adapt_target` is set)."""
         cfg, C = self.cfg, self.chains
         x = self.sigma_max * torch.randn((C, *self.shape), generator=self.gen, dtype=self.dtype, device=self.device)
-        x, init_nfe = self._integrate(cfg.init_sampler, x, cfg.init_steps, self.sigma_max, False)
-        x = x + float(cfg.init_noise) * noise_like(x, self.gen)
+        spacing = None if cfg.init_schedule is None else Schedule.parse(cfg.init_schedule).spacing
+        sched = replace(self.schedule, spacing=spacing)
+        x, init_nfe = self._integrate(
+            cfg.init_sampler, x, cfg.init_steps, self.sigma_max, sched, cfg.init_options, self.labels
+        )
+        self.init_nfe = init_nfe
+        if float(cfg.init_noise) > 0:
+            x = x + float(cfg.init_noise) * noise_like(x, self.gen)
         idx = self.kernel.sigma_index(x)
+        for steps, eta in cfg.warmup:
+            for _ in range(int(steps)):
+                x, idx = self.kernel(x, idx, mala=False, eta=float(eta))
+        adapt_rows = adapt_est = 0.0
+        if cfg.adapt_target is not None and int(cfg.adapt_steps) > 0:  # tune η on a few chains, then all use it
+            a = min(int(cfg.adapt_chains), C)
+            before, est_before = self.D.calls, self.kernel.estimator_calls
+            xa, ia = self.kernel.adapt(x[:a], idx[:a], int(cfg.adapt_steps))
+            x, idx = torch.cat([xa, x[a:]]), torch.cat([ia, idx[a:]])
+            adapt_rows = (self.D.calls - before) * a / C
+            adapt_est = (self.kernel.estimator_calls - est_before) * a / C
+            self.D.calls, self.kernel.estimator_calls = before, est_before
+            self.kernel.version = None
         for _ in range(int(cfg.burn_in)):
             x, idx = self.kernel(x, idx)
-        self.startup_nfe = init_nfe + self.D.calls
-        self.startup_estimator = self.kernel.estimator_calls
+        self.startup_nfe = init_nfe + self.D.calls + adapt_rows
+        self.startup_estimator = self.kernel.estimator_calls + adapt_est
+        self.kernel.version = torch.zeros(C, dtype=torch.long, device=x.device)
         if self.callback is not None:
             self.callback({"stage": "startup", "x": x, "sigma": self.levels[idx]})
         return x, idx
 
     @torch.no_grad()
-    def next_round(self, x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """`skip` Gibbs steps on every chain; each chain's least-noisy state among them (and the carried-in one)
-        goes to the finisher (ties: the latest). Returns (samples, σ_start, chain x, chain σ index)."""
-        cfg = self.cfg
-        calls = self.D.calls
-        if cfg.include_carried:
-            best_x, best_idx = x.clone(), idx.clone()
-        for k in range(int(cfg.skip)):
-            x, idx = self.kernel(x, idx)
-            if k == 0 and not cfg.include_carried:
-                best_x, best_idx = x.clone(), idx.clone()
-            else:
-                take = idx >= best_idx  # larger index = smaller σ; ties go to the latest state
-                best_x = torch.where(bcast(take, x), x, best_x)
-                best_idx = torch.where(take, idx, best_idx)
-        self.chain_nfe += self.D.calls - calls
-        sigma_start = self.levels[best_idx]
+    def next_round(self, x: Tensor, idx: Tensor, want: int | None = None):
+        """`skip` Gibbs steps on every chain; each chain's least-noisy state among them (and the carried-in one,
+        if `include_carried` and not yet emitted) goes to the finisher (ties: `cfg.ties`). Only chains with a
+        fresh state emit, at most `want` of them. Returns (samples, σ_start, chain ids, chain x, chain σ index)."""
+        cfg, kernel = self.cfg, self.kernel
+        calls, est_calls = self.D.calls, kernel.estimator_calls
+        C = x.shape[0]
+        if kernel.version is None:
+            kernel.version = torch.zeros(C, dtype=torch.long, device=x.device)
+        best_x, best_idx, best_ver = x.clone(), idx.clone(), kernel.version.clone()
+        if not cfg.include_carried:
+            best_idx = torch.full_like(idx, -1)  # the carried state never wins
+        elif not cfg.repeat_outputs:  # it may compete only if it was not emitted already
+            best_idx = torch.where(best_ver == self.emitted_version, torch.full_like(idx, -1), best_idx)
+        for _ in range(int(cfg.skip)):
+            x, idx = kernel(x, idx)
+            # larger index = smaller σ
+            take = idx >= best_idx if cfg.ties == "latest" else idx > best_idx
+            if not cfg.repeat_outputs:  # a state already emitted (a rejected move) never wins
+                take = take & (kernel.version != self.emitted_version)
+            best_x = torch.where(bcast(take, x), x, best_x)
+            best_idx = torch.where(take, idx, best_idx)
+            best_ver = torch.where(take, kernel.version, best_ver)
+        self.gibbs_sample_nfe += C * (self.D.calls - calls)
+        self.gibbs_estimator_rows += C * (kernel.estimator_calls - est_calls)
+        fresh = best_idx >= 0 if not cfg.repeat_outputs else torch.ones_like(best_idx, dtype=torch.bool)
+        best_idx = best_idx.clamp(min=0)
+        rows = fresh.nonzero().squeeze(1)
+        if want is not None:
+            rows = rows[: int(want)]
+        self.emitted_version[rows] = best_ver[rows]
+        sigma_start = self.levels[best_idx[rows]]
         smax = sigma_start.clamp(min=self.tweedie * 1.0001).clamp(max=self.sigma_max)
-        out, nfe = self._integrate(cfg.finisher, best_x, cfg.finisher_steps, smax, True, cfg.finisher_options)
-        self.finisher_nfe += nfe
+        labels = None if self.labels is None else self.labels[rows]
+        if len(rows):
+            out, nfe = self._integrate(
+                cfg.finisher, best_x[rows], cfg.finisher_steps, smax, self.schedule, cfg.finisher_options, labels
+            )
+            if cfg.tweedie_step is not None:  # the reference's extra Tweedie step D(x, σ_t): +1 NFE
+                t = torch.full((len(rows),), float(cfg.tweedie_step), dtype=out.dtype, device=out.device)
+                out = self.D.denoiser(out, t) if labels is None else self.D.denoiser(out, t, labels)
+                nfe += 1
+        else:
+            out, nfe = best_x[:0], 0.0
+        self.finisher_sample_nfe += nfe * len(rows)
         self.idx = idx
-        return out, sigma_start, x, idx
+        self.rounds_run += 1
+        return out, sigma_start, rows, x, idx
 
     def __iter__(self):
-        C = self.chains
         x, idx = self.startup()
         trim_heap = _heap_trimmer() if self.streaming else None
-        for r in range(self.rounds):
-            out, sigma_start, x, idx = self.next_round(x, idx)
-            keep = min(C, self.num - r * C)
-            yield out[:keep], sigma_start[:keep], None if self.labels is None else self.labels[:keep]
+        max_rounds = 20 * self.rounds + 100
+        r = 0
+        while self.emitted < self.num:
+            if r >= max_rounds:
+                raise RuntimeError(
+                    f"DLG made only {self.emitted} distinct outputs of {self.num} in {r} rounds "
+                    "(MALA rejects nearly every move: a smaller eta)"
+                )
+            out, sigma_start, rows, x, idx = self.next_round(x, idx, self.num - self.emitted)
+            self.emitted += len(rows)
+            self.diagnostics.update(out, rows)
+            lab = None if self.labels is None else self.labels[rows]
+            yield out, sigma_start, lab, rows
             if trim_heap is not None and r % 10 == 9:  # every 10th round: a trim costs ~0.1 s
                 trim_heap()
             if self.callback is not None:
                 self.callback({"stage": "round", "round": r, "x": out, "sigma": sigma_start, "chain_x": x})
+            r += 1
 
-    def result(self, samples: Tensor, sigma_start: Tensor) -> DMCMCResult:
+    def result(self, samples: Tensor, sigma_start: Tensor, chain: Tensor | None = None) -> DMCMCResult:
         """Costs per sample: all chains' work (start-up, Gibbs, finisher) divided over the `num` samples kept."""
-        C, num, rounds, kernel = self.chains, self.num, self.rounds, self.kernel
-        total_nfe = C * (self.startup_nfe + self.chain_nfe + self.finisher_nfe)
+        C, num, kernel = self.chains, max(self.emitted, 1), self.kernel
+        startup = C * self.startup_nfe
+        total_nfe = startup + self.gibbs_sample_nfe + self.finisher_sample_nfe
+        clf_evals = C * self.startup_estimator + self.gibbs_estimator_rows
+        clf_cost = estimator_cost(self.estimator, self.denoiser)
         info = {
             "chains": C,
-            "rounds": rounds,
+            "rounds": self.rounds_run,
+            "outputs_per_chain": num / C,
             "startup_nfe_per_chain": self.startup_nfe,
+            "startup_integrator_nfe": self.init_nfe,
             "startup_classifier_evals_per_chain": self.startup_estimator,
-            "gibbs_nfe_per_output": self.chain_nfe / rounds,
-            "finisher_nfe_per_output": self.finisher_nfe / rounds,
-            "amortised_startup_nfe": C * self.startup_nfe / num,
+            "gibbs_nfe_per_output": self.gibbs_sample_nfe / num,
+            "finisher_nfe_per_output": self.finisher_sample_nfe / num,
+            "amortised_startup_nfe": startup / num,
+            "classifier_evals_per_output": clf_evals / num,
+            "classifier_cost_per_eval": clf_cost,
+            "classifier_denoiser_equivalent_nfe": clf_evals / num * clf_cost["relative_cost"],
             "acceptance_rate": kernel.accepted / kernel.proposed if kernel.proposed else None,
-            "sigma_start_median": float(sigma_start.median()),
-            "final_sigma_index": self.idx.cpu(),
+            "adapted_eta": kernel.eta,
+            "adapt_trace": kernel.adapt_trace,
+            "sigma_start_median": float(sigma_start.median()) if sigma_start.numel() else float("nan"),
+            "final_sigma_index": None if self.idx is None else self.idx.cpu(),
             "levels": self.levels.numel(),
             "config": asdict(self.cfg),
+            **self.diagnostics.summary(),
         }
-        if self.labels is not None:  # output i comes from chain i mod C and carries that chain's label
-            info["labels"] = self.labels.cpu().repeat(rounds)[:num]
-        return DMCMCResult(samples, total_nfe / num, sigma_start, C * kernel.estimator_calls / num, info)
+        if self.labels is not None and chain is not None:  # each output carries its chain's label
+            info["labels"] = self.labels.cpu()[chain.cpu()]
+        return DMCMCResult(samples, total_nfe / num, sigma_start, clf_evals / num, info, chain)
 
 
 @torch.no_grad()
@@ -382,12 +619,13 @@ def sample_dlg(
         schedule=schedule,
         streaming=sink is not None,
     )
-    outputs, starts = [], []
-    for x, sigma_start, _ in run:
+    outputs, starts, chains = [], [], []
+    for x, sigma_start, _, chain in run:
         if sink is not None:
             sink(x, sigma_start)
         else:
             outputs.append(x.cpu())
         starts.append(sigma_start.cpu())
+        chains.append(chain.cpu())
     samples = torch.cat(outputs) if outputs else torch.empty((0, *run.shape), dtype=dtype)
-    return run.result(samples, torch.cat(starts))
+    return run.result(samples, torch.cat(starts), torch.cat(chains))

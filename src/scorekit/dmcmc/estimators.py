@@ -103,3 +103,57 @@ class TrainedNoiseClassifier(NoiseLevelEstimator):
         self.net = self.net.to(device)
         self.levels = self.levels.to(device)
         return self
+
+
+class ResidualNoiseEstimator(NoiseLevelEstimator):
+    """A noise-level estimate from the score model itself, no classifier: the fixed point
+    σ̂² = mean((x − D(x, σ̂))²) (for x = x₀ + σ·n the residual x − D(x, σ) is the part of σ·n that D removes,
+    whose mean square is ≈ σ² when the data fill few of the d dimensions). `iters` fixed-point iterations from
+    σ̂₀ = rms(x) (each one NFE), snapped to the nearest level; log_probs is that level's one-hot (log 0 = -1e30).
+    Inside DLG (sigma_update="residual") each Langevin step's own D(x, σ) gives the next iterate for free."""
+
+    def __init__(self, denoiser, levels: Tensor | None = None, *, sigma_max: float | None = None, iters: int = 3):
+        self.denoiser = denoiser
+        top = float(sigma_max if sigma_max is not None else denoiser.sigma_max)
+        lo = max(float(getattr(denoiser, "sigma_min", 0.002) or 0.002), 0.002)
+        self.levels = make_levels(lo, top) if levels is None else torch.as_tensor(levels, dtype=torch.float64)
+        self.iters = int(iters)
+
+    def sigma_hat(self, x: Tensor) -> Tensor:
+        lv = self.levels.to(x.device)
+        s = x.flatten(1).pow(2).mean(1).double().sqrt().clamp(max=float(lv[0]), min=float(lv[-1]))
+        for _ in range(self.iters):
+            d = self.denoiser(x, s.to(x.dtype))
+            s = (x - d).flatten(1).pow(2).mean(1).double().sqrt().clamp(max=float(lv[0]), min=float(lv[-1]))
+        return s
+
+    @torch.no_grad()
+    def log_probs(self, x: Tensor) -> Tensor:
+        s = self.sigma_hat(x)
+        lv = self.levels.to(x.device)
+        i = (s.log()[:, None] - lv.log()[None]).abs().argmin(1)
+        out = torch.full((x.shape[0], lv.numel()), -1e30, dtype=torch.float64, device=x.device)
+        out[torch.arange(x.shape[0]), i] = 0.0
+        return out
+
+
+def count_parameters(module) -> int:
+    """Parameters of a network (0 when `module` has none)."""
+    params = getattr(module, "parameters", None)
+    return int(sum(p.numel() for p in params())) if callable(params) else 0
+
+
+def estimator_cost(estimator, denoiser) -> dict:
+    """One estimator call in denoiser evaluations: a trained classifier's parameter count over the denoiser's
+    (both read the same input, so for convolutional/MLP nets FLOPs scale with parameters × spatial size and the
+    spatial factor cancels); the exact mixture posterior costs no network (0); the residual estimate's own D
+    calls are already counted as NFE (0 here)."""
+    if isinstance(estimator, TrainedNoiseClassifier):
+        pc, pd = count_parameters(estimator.net), count_parameters(denoiser)
+        return {
+            "method": "parameters(classifier) / parameters(denoiser), same input size",
+            "classifier_parameters": pc,
+            "denoiser_parameters": pd,
+            "relative_cost": pc / pd if pd else float("nan"),
+        }
+    return {"method": f"{type(estimator).__name__}: no network evaluation beyond NFE", "relative_cost": 0.0}
