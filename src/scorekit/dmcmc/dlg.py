@@ -41,7 +41,8 @@ class DLGConfig:
     sigma_update: "argmax" (reference), "sample" from p(σ | x), or "residual" (no classifier: σ̂² =
     mean((x − D(x, σ))²) from the Langevin step's own denoiser call); kernel: "ula" (reference) or "mala";
     sigma_floor/sigma_cap: chains live on levels sigma_floor ≤ σ ≤ sigma_cap (0/None: all); warmup: (steps, η)
-    phases at constant η before burn_in (the reference's first phase); burn_in: Gibbs steps after the start-up sample (and warm-up);
+    phases at constant η before burn_in (the reference's first phase); burn_in: Gibbs steps after the start-up
+    sample (and warm-up);
     init_sampler/init_steps/init_schedule/init_options: the full start-up integrator; init_noise: std of the noise
     added to its output; finisher/finisher_steps/finisher_schedule: the integrator that denoises from σ_start
     (schedule: a name or σ list, None = the sampler's default); tweedie_sigma: the lowest σ of the finisher
