@@ -9,7 +9,7 @@ from scorekit import checkpoint as ckpt
 from scorekit.analytic import GaussianMixture
 from scorekit.metrics import sliced_wasserstein
 from scorekit.sampling import generate
-from scorekit.training import TrainingError, default_config, train, validate_config
+from scorekit.training import BatchOrder, TrainingError, default_config, train, validate_config
 
 
 def _small_cfg(steps=12, **kw):
@@ -168,3 +168,26 @@ def test_periodic_sample_plots(tmp_path):
     train(cfg, tmp_path / "r", progress=False)
     pngs = sorted(p.name for p in (tmp_path / "r" / "samples").glob("*.png"))
     assert pngs == ["step_00000002.png", "step_00000004.png"]
+
+
+# --- the one shuffling style --------------------------------------------------------------------------------
+def test_batch_order_covers_epochs_and_resumes_exactly():
+    o = BatchOrder(10, torch.Generator().manual_seed(3))
+    first = torch.cat([o.take(4) for _ in range(5)])  # 20 indices = two epochs exactly
+    assert sorted(first[:10].tolist()) == list(range(10)) and sorted(first[10:].tolist()) == list(range(10))
+    assert not torch.equal(first[:10], first[10:])  # a fresh permutation each epoch
+    # resume from the middle of an epoch (the state the loop checkpoints): same batches as an uninterrupted order
+    a = BatchOrder(10, torch.Generator().manual_seed(7))
+    for _ in range(4):
+        a.take(3)
+    perm, pos, gen_state = a.perm.clone(), a.pos, a.gen.get_state()
+    rest = [a.take(3) for _ in range(6)]
+    b = BatchOrder(10, torch.Generator().manual_seed(99))
+    b.perm, b.pos = perm, pos
+    b.gen.set_state(gen_state)
+    assert all(torch.equal(x, y) for x, y in zip(rest, [b.take(3) for _ in range(6)]))
+    # ranks take disjoint slices of one global batch; a batch larger than the data spans epochs
+    glob = BatchOrder(12, torch.Generator().manual_seed(0)).take(12)
+    assert sorted(torch.cat([glob[0:6], glob[6:12]]).tolist()) == list(range(12))
+    big = BatchOrder(3, torch.Generator().manual_seed(1)).take(7)
+    assert len(big) == 7 and sorted(big[:3].tolist()) == [0, 1, 2]

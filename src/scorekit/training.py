@@ -1,4 +1,7 @@
-"""The training loop: AdamW with warm-up, gradient clipping, EMA, AMP on CUDA, checkpoints, resume, logging.
+"""The one training loop for every network scorekit trains: score models (`kind="score_model"`), the
+noise-level classifier of Denoising MCMC (`"noise_classifier"`) and the noisy classifier for guidance
+(`"classifier"`). Adam/AdamW with warm-up, gradient clipping, EMA, AMP on CUDA, checkpoints, resume, NaN policy,
+logging; the kind only decides what is trained (`build_trainable`) and with which objective (`make_objective`).
 
 Determinism: all randomness comes from one `torch.Generator` (data order, σ and noise draws) plus the global
 torch RNG (dropout); both states are saved in every checkpoint, so stopping and resuming gives bit-identical
@@ -24,10 +27,13 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
+from .classifier_losses import NoiseLevelObjective, NoisyClassifierObjective
 from .data import Dataset, DataTransform, load_data
-from .losses import get_objective
-from .models.parameterization import NetworkDenoiser
+from .guidance import TrainedClassifier
+from .losses import Objective, get_objective
+from .models.parameterization import denoiser_from_config
 from .models.registry import build_network
+from .plots import save_image_grid, save_scatter
 from .processes import get_process
 
 __all__ = [
@@ -37,7 +43,12 @@ __all__ = [
     "validate_config",
     "train",
     "build_denoiser_from_config",
+    "build_trainable",
+    "make_objective",
+    "training_defaults",
     "DEFAULT_TRAINING",
+    "KINDS",
+    "BatchOrder",
 ]
 
 
@@ -64,7 +75,27 @@ DEFAULT_TRAINING = {
     "sample_steps": 18,
     "p_uncond": 0.0,  # label dropout for classifier-free guidance
     "nan_policy": "stop",  # stop | skip
+    "optimizer": "adamw",  # adamw | adam
+    "ema_warmup": False,  # decay min(ema_decay, (1 + step)/(10 + step)), for short runs
 }
+
+# The classifiers keep the hyper-parameters they were tuned with: Adam 1e-3 (noise level), AdamW 3e-4 with
+# weight decay 0.05 (noisy classifier); no warm-up or clipping; EMA warmed up so that short runs average well.
+_CLASSIFIER_TRAINING = {"warmup": 0, "grad_clip": 0.0, "ema_warmup": True, "log_every": 100}
+KIND_TRAINING = {
+    "score_model": {},
+    "noise_classifier": {**_CLASSIFIER_TRAINING, "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0},
+    "classifier": {**_CLASSIFIER_TRAINING, "lr": 3e-4, "optimizer": "adamw", "weight_decay": 0.05},
+}
+KINDS = tuple(KIND_TRAINING)
+_NOTES = ("loss", "noise")  # free-text training notes kept in older classifier configs
+
+
+def training_defaults(kind: str = "score_model") -> dict:
+    """The default "training" section for a run of `kind`."""
+    if kind not in KIND_TRAINING:
+        raise ValueError(f"unknown run kind {kind!r} (choose from {', '.join(KINDS)})")
+    return {**DEFAULT_TRAINING, **KIND_TRAINING[kind]}
 
 # Preconditioning and training objective that suit each process by default. EDM preconditioning (c_skip, c_out)
 # keeps D's error bounded at large σ, where an ε-network's error is multiplied by σ (Karras et al. 2022, §5);
@@ -163,21 +194,32 @@ def _data_section(spec: str, data: Dataset) -> dict:
     }
 
 
-_SECTIONS = {"kind", "data", "process", "network", "denoiser", "objective", "objective_options", "training"}
+_REQUIRED = {
+    "score_model": ("data", "process", "network", "denoiser", "training"),
+    "noise_classifier": ("data", "process", "network", "levels", "training"),
+    "classifier": ("data", "process", "network", "classifier", "training"),
+}
+_SECTIONS = {"kind", "objective", "objective_options", "score_run", "accuracy"} | {
+    k for keys in _REQUIRED.values() for k in keys
+}
+_DEFAULT_OBJECTIVE = {"noise_classifier": "noise_level", "classifier": "noisy_classifier"}
 
 
 def validate_config(cfg: dict) -> dict:
     """Check a config for unknown keys, wrong types and impossible values; returns it with defaults filled."""
     if not isinstance(cfg, dict):
         raise ValueError("config must be a JSON object")
+    kind = cfg.get("kind", "score_model")
+    if kind not in _REQUIRED:
+        raise ValueError(f"unknown run kind {kind!r} (choose from {', '.join(KINDS)})")
     unknown = set(cfg) - _SECTIONS
     if unknown:
         raise ValueError(f"unknown config key(s): {', '.join(sorted(unknown))}")
-    for key in ("data", "process", "network", "denoiser", "training"):
+    for key in _REQUIRED[kind]:
         if not isinstance(cfg.get(key), dict):
             raise ValueError(f"config section {key!r} is missing or not an object")
-    tr = {**DEFAULT_TRAINING, **cfg["training"]}
-    unknown = set(tr) - set(DEFAULT_TRAINING)
+    tr = {**training_defaults(kind), **cfg["training"]}
+    unknown = set(tr) - set(DEFAULT_TRAINING) - set(_NOTES)
     if unknown:
         raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
     ints = (
@@ -214,27 +256,50 @@ def validate_config(cfg: dict) -> dict:
         raise ValueError(f"training.amp must be auto|none|bf16|fp16, got {tr['amp']!r}")
     if tr["nan_policy"] not in ("stop", "skip"):
         raise ValueError(f"training.nan_policy must be stop|skip, got {tr['nan_policy']!r}")
+    if tr["optimizer"] not in ("adamw", "adam"):
+        raise ValueError(f"training.optimizer must be adamw|adam, got {tr['optimizer']!r}")
+    if not isinstance(tr["ema_warmup"], bool):
+        raise ValueError(f"training.ema_warmup must be true or false, got {tr['ema_warmup']!r}")
     cfg = dict(cfg)
     cfg["training"] = tr
     get_process(cfg["process"])  # raises on impossible values (σ_min ≥ σ_max, …)
-    cfg.setdefault("objective", DEFAULT_DENOISER.get(cfg["process"].get("name"), {}).get("objective", "dsm"))
+    default_objective = _DEFAULT_OBJECTIVE.get(kind) or DEFAULT_DENOISER.get(cfg["process"].get("name"), {}).get(
+        "objective", "dsm"
+    )
+    cfg.setdefault("objective", default_objective)
     cfg.setdefault("objective_options", {})
     return cfg
 
 
-def build_denoiser_from_config(cfg: dict, net: nn.Module | None = None) -> NetworkDenoiser:
-    d = cfg["denoiser"]
+build_denoiser_from_config = denoiser_from_config  # the name benchmarks use
+
+
+def build_trainable(cfg: dict, net: nn.Module | None = None) -> nn.Module:
+    """What the objective is handed: D(x, σ) for a score model, the network itself for the noise-level classifier,
+    a `TrainedClassifier` (σ-space inputs) for the noisy classifier. `.net` (or the module itself) is trained."""
+    kind = cfg.get("kind", "score_model")
     net = build_network(cfg["network"]) if net is None else net
-    return NetworkDenoiser(
-        net,
-        get_process(cfg["process"]),
-        parameterization=d.get("parameterization", "eps"),
-        conditioning=d.get("conditioning", "t"),
-        sigma_data=d.get("sigma_data", 0.5),
-        data_shape=tuple(cfg["data"]["shape"]),
-        num_classes=int(cfg["data"].get("num_classes", 0)) if d.get("class_conditional") else 0,
-        output_channels=d.get("output_channels"),
-    )
+    if kind == "score_model":
+        return denoiser_from_config(cfg, net)
+    if kind == "noise_classifier":
+        return net
+    c = cfg["classifier"]
+    return TrainedClassifier(net, cfg["process"], int(c["num_classes"]), c.get("conditioning", "t"), c["input"])
+
+
+def make_objective(cfg: dict) -> Objective:
+    """The objective named in config["objective"] for the run's kind and process."""
+    name, options = cfg["objective"], cfg.get("objective_options", {})
+    process = get_process(cfg["process"])
+    if name == "noise_level":
+        return NoiseLevelObjective(cfg["levels"]["values"], **options)
+    if name == "noisy_classifier":
+        return NoisyClassifierObjective(process, **options)
+    return get_objective(name, process, **options)
+
+
+def _network_of(trainable: nn.Module) -> nn.Module:
+    return getattr(trainable, "net", trainable)
 
 
 @dataclass
@@ -260,6 +325,16 @@ def _rank_generator(seed: int, step: int, rank: int) -> torch.Generator:
 def _lr_at(step: int, tr: dict) -> float:
     w = tr["warmup"]
     return tr["lr"] * min(1.0, (step + 1) / w) if w > 0 else tr["lr"]
+
+
+def _ema_decay(step: int, tr: dict) -> float:
+    d = tr["ema_decay"]
+    return min(d, (1.0 + step) / (10.0 + step)) if tr["ema_warmup"] else d
+
+
+def _optimizer(params, tr: dict) -> torch.optim.Optimizer:
+    cls = torch.optim.Adam if tr["optimizer"] == "adam" else torch.optim.AdamW
+    return cls(params, lr=tr["lr"], betas=tuple(tr["betas"]), weight_decay=tr["weight_decay"])
 
 
 @torch.no_grad()
@@ -295,8 +370,9 @@ class _StopFlag:
             signal.signal(s, h)
 
 
-class _BatchOrder:
-    """Epoch-wise shuffled indices from an explicit generator; state is (perm, position)."""
+class BatchOrder:
+    """The one shuffling style: epochs are permutations drawn from the loop's generator, concatenated and cut into
+    global batches (a batch may straddle two epochs; no sample is dropped). State: (perm, pos) + the generator."""
 
     def __init__(self, n: int, generator: torch.Generator):
         self.n, self.gen = n, generator
@@ -327,7 +403,7 @@ def _autocast(device: torch.device, amp: str):
 
 
 def _same_model(a: dict, b: dict) -> str | None:
-    for key in ("data", "process", "network", "denoiser", "objective"):
+    for key in ("data", "process", "network", "denoiser", "objective", "levels", "classifier"):
         if json.dumps(a.get(key), sort_keys=True) != json.dumps(b.get(key), sort_keys=True):
             return key
     return None
@@ -344,7 +420,7 @@ def train(
     max_steps_this_run: int | None = None,
     log_fn=None,
 ) -> TrainResult:
-    """Train a score model described by `config` into run directory `out_dir` (see checkpoint.py).
+    """Train the network described by `config` (any kind) into run directory `out_dir` (see checkpoint.py).
 
     `max_steps_this_run` stops after that many steps (a checkpoint is written), for tests of resume.
     """
@@ -358,7 +434,8 @@ def train(
         data = load_data(cfg["data"]["spec"])
     if list(data.shape) != list(cfg["data"]["shape"]):
         raise ValueError(f"data shape {tuple(data.shape)} does not match the config's {tuple(cfg['data']['shape'])}")
-    DataTransform.from_config(cfg["data"]["transform"])  # validates
+    if "transform" in cfg["data"]:
+        DataTransform.from_config(cfg["data"]["transform"])  # validates
 
     existing = (out_dir / "config.json").exists()
     if resume:
@@ -373,12 +450,12 @@ def train(
 
     torch.manual_seed(tr["seed"] + 1000 * rank)
     gen = torch.Generator().manual_seed(tr["seed"])
-    denoiser = build_denoiser_from_config(cfg).to(device)
-    model = denoiser.net
+    trainable = build_trainable(cfg).to(device)
+    model = _network_of(trainable)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    objective = get_objective(cfg["objective"], denoiser.process, **cfg.get("objective_options", {}))
-    opt = torch.optim.AdamW(model.parameters(), lr=tr["lr"], betas=tuple(tr["betas"]), weight_decay=tr["weight_decay"])
-    order = _BatchOrder(len(data.data), gen)
+    objective = make_objective(cfg)
+    opt = _optimizer(model.parameters(), tr)
+    order = BatchOrder(len(data.data), gen)
     step = 0
 
     if resume:
@@ -391,7 +468,7 @@ def train(
         )
     if tr["compile"]:
         train_model = torch.compile(train_model)
-    denoiser_train = denoiser if train_model is model else build_denoiser_from_config(cfg, net=train_model)
+    trainable_train = trainable if train_model is model else build_trainable(cfg, net=train_model)
 
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -400,9 +477,12 @@ def train(
 
     x_all = data.data
     y_all = data.labels
-    cond = bool(cfg["denoiser"].get("class_conditional"))
+    cond = bool(cfg.get("denoiser", {}).get("class_conditional"))
     if cond and y_all is None:
         raise ValueError("class-conditional training needs labelled data")
+    needs_labels = cond or getattr(objective, "needs_labels", False)
+    if needs_labels and y_all is None:
+        raise ValueError(f"objective {objective.name!r} needs labelled data")
     num_classes = int(cfg["data"].get("num_classes", 0))
     global_bs = tr["batch_size"] * world
     total = tr["steps"]
@@ -422,22 +502,22 @@ def train(
             idx = order.take(global_bs)[sl]
             x0 = x_all[idx].to(device, non_blocking=True)
             labels = None
-            if cond:
+            if needs_labels:
                 labels = y_all[idx].to(device)
-                if tr["p_uncond"] > 0:
+                if cond and tr["p_uncond"] > 0:
                     drop = (torch.rand(global_bs, generator=gen) < tr["p_uncond"])[sl]
                     labels = torch.where(drop.to(device), torch.full_like(labels, num_classes), labels)
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, tr)
-            train_model.train()
+            trainable_train.train()
             # Random inputs for the whole global batch, sliced per rank: results do not depend on world size.
             rand = objective.draw(global_bs, tuple(x0.shape[1:]), gen, device, x0.dtype)
             with autocast:
                 if rand is not None:
-                    loss_per = objective(denoiser_train, x0, gen, labels, **{k: v[sl] for k, v in rand.items()})
+                    loss_per = objective(trainable_train, x0, gen, labels, **{k: v[sl] for k, v in rand.items()})
                 else:
                     g_obj = gen if world == 1 else _rank_generator(tr["seed"], step, rank)
-                    loss_per = objective(denoiser_train, x0, g_obj, labels)
+                    loss_per = objective(trainable_train, x0, g_obj, labels)
             loss = loss_per.float().mean()
             if not torch.isfinite(loss):
                 if tr["nan_policy"] == "skip":
@@ -472,7 +552,7 @@ def train(
             else:
                 opt.step()
             if rank == 0:
-                _ema_update(ema, model, tr["ema_decay"])
+                _ema_update(ema, model, _ema_decay(step, tr))
             step += 1
             steps_done += 1
             last_loss = float(loss.detach())
@@ -488,12 +568,13 @@ def train(
                     "lr": _lr_at(step - 1, tr),
                     "steps_per_s": steps_done / max(time.perf_counter() - t_start, 1e-9),
                     "skipped": skipped,
+                    **(objective.log_fields() if hasattr(objective, "log_fields") else {}),
                 }
                 with open(log_path, "a") as f:
                     f.write(json.dumps(rec) + "\n")
                 if log_fn is not None:
                     log_fn(rec)
-            if rank == 0 and tr["sample_every"] and step % tr["sample_every"] == 0:
+            if rank == 0 and tr["sample_every"] and step % tr["sample_every"] == 0 and "denoiser" in cfg:
                 _sample_grid(cfg, ema, out_dir / "samples" / f"step_{step:08d}.png", tr, device)
             want_ckpt = tr["checkpoint_every"] and step % tr["checkpoint_every"] == 0
             if want_ckpt or step == stop_at or stop.signum is not None:
@@ -552,15 +633,13 @@ def _load_state(out_dir, model, ema, opt, gen, order) -> int:
 @torch.no_grad()
 def _sample_grid(cfg, ema_net, path: Path, tr, device):
     """A grid of EMA samples (heun) during training, for images; a scatter plot for 2-D vectors."""
-    from .sampling import generate
+    from .sampling import generate  # sampling is optional for the loop; imported only when a grid is asked for
 
-    den = build_denoiser_from_config(cfg, net=ema_net)
+    den = denoiser_from_config(cfg, net=ema_net)
     res = generate(den, "heun", tr["sample_steps"], 64, batch_size=64, seed=0, device=device)
     transform = DataTransform.from_config(cfg["data"]["transform"])
     x = transform.to_user(res.samples)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from .data import save_image_grid, save_scatter
-
     if cfg["data"]["kind"] == "image":
         save_image_grid(path, x, nrow=8)
     elif x.shape[1] == 2:
