@@ -22,6 +22,8 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--log-every", type=int, default=100, help="steps between log lines (default 100)")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default 500)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
 
 def run(args) -> int:
@@ -75,6 +77,11 @@ def run(args) -> int:
         eval_data=None if test is None else test.data,
         eval_labels=None if test is None else test.labels,
         log_every=args.log_every,
+        resume=args.resume,
+        checkpoint_every=args.checkpoint_every,
     )
+    if not summary:
+        print(f"stopped; checkpoint saved in {args.out} (continue with --resume)")
+        return 130
     print(f"wrote classifier run {args.out} ({summary['eval_split']} accuracy by noise band above)")
     return 0

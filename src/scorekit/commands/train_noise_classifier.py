@@ -1,9 +1,7 @@
 """`scorekit train-noise-classifier`: the noise-level classifier that Denoising MCMC reads σ from.
 
-Kim & Ye 2022, Sec. 4: cross-entropy on x0 + σ_y·ε with y uniform over a 1,000-level geometric σ grid
-between the score model's σ_min and σ_max. The score-model run supplies the data, its transform and the
-process; the classifier is trained on data alone. Accuracy (exact level and within ±k levels) goes to the
-log and to config.json["accuracy"].
+Kim & Ye 2022, Sec. 4: cross-entropy on x0 + σ_y·ε, y uniform over a geometric σ grid between the score model's
+σ_min and σ_max, trained by the one training loop (EMA, checkpoints, --resume); accuracy → config.json["accuracy"].
 """
 
 from __future__ import annotations
@@ -30,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sigma-min", type=float, default=None, help="smallest σ (default: the process's)")
     p.add_argument("--sigma-max", type=float, default=None, help="largest σ (default: the process's)")
     p.add_argument("--eval-num", type=int, default=2000, help="noisy held-out samples for the accuracy")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default 500)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
 
 def run(args) -> int:
@@ -57,7 +57,12 @@ def run(args) -> int:
         sigma_max=args.sigma_max,
         eval_num=args.eval_num,
         log=log,
+        resume=args.resume,
+        checkpoint_every=args.checkpoint_every,
     )
+    if "accuracy" not in cfg:
+        print(f"stopped; checkpoint saved in {out} (continue with --resume)")
+        return 130
     acc = cfg["accuracy"]
     print(
         f"noise classifier → {out}: exact {acc['exact']:.3f} (chance {acc['chance_exact']:.4f}), "
