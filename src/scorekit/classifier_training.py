@@ -17,7 +17,8 @@ from .data import Dataset, DataTransform
 from .guidance import NOISE_BANDS, NoisyClassifier, TrainedClassifier
 from .models.parameterization import CONDITIONINGS, bcast
 from .processes import Process, get_process
-from .training import train, training_defaults
+from .run_config import training_defaults
+from .training import train
 
 
 @torch.no_grad()

@@ -15,7 +15,8 @@ from ..checkpoint import load_network, read_config, save_tensors, write_config
 from ..data import Dataset, DataTransform, load_data
 from ..models.parameterization import bcast
 from ..processes import EDM, get_process
-from ..training import train, training_defaults
+from ..run_config import training_defaults
+from ..training import train
 from .estimators import make_levels
 
 
