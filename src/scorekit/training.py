@@ -96,8 +96,8 @@ def make_objective(cfg: dict) -> Objective:
     return get_objective(name, process, **options)
 
 
-def _network_of(trainable: nn.Module) -> nn.Module:
-    return getattr(trainable, "net", trainable)
+def _network_of(cfg: dict, trainable: nn.Module) -> nn.Module:
+    return trainable if cfg.get("kind") == "noise_classifier" else trainable.net
 
 
 @dataclass
@@ -249,7 +249,7 @@ def train(
     torch.manual_seed(tr["seed"] + 1000 * rank)
     gen = torch.Generator().manual_seed(tr["seed"])
     trainable = build_trainable(cfg).to(device)
-    model = _network_of(trainable)
+    model = _network_of(cfg, trainable)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     objective = make_objective(cfg)
     opt = _optimizer(model.parameters(), tr)
