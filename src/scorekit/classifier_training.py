@@ -14,6 +14,7 @@ from torch import Tensor
 from .checkpoint import load_network
 from .classifier_losses import band_name, sample_classifier_t
 from .data import Dataset, DataTransform
+from .distributed import is_main_process
 from .guidance import NOISE_BANDS, NoisyClassifier, TrainedClassifier
 from .models.parameterization import CONDITIONINGS, bcast
 from .processes import Process, get_process
@@ -163,7 +164,8 @@ def train_noisy_classifier(
         ev = noise_band_accuracy(clf, torch.as_tensor(ev_x, dtype=torch.float32), ev_y.long(), process)
         split = "held-out" if eval_data is not None else "train"
         summary = {"steps": res.step, "eval_split": split, "acc_by_noise": ev}
-        (run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if is_main_process():
+            (run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     if log is not None:
         log("held-out accuracy by noise band: " + " ".join(f"{k}={v:.3f}" for k, v in ev.items()))
     return clf, summary

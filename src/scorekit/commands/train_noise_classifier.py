@@ -33,10 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from ..distributed import init_distributed, is_main_process, resolve_device
     from ..dmcmc import train_noise_classifier_run
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda requested but CUDA is not available")
+    device = resolve_device(args.device)
+    init_distributed(device)  # under torchrun the ranks share the global batch (training.train)
     out = Path(args.out) if args.out else Path(args.run) / "noise_classifier"
 
     def log(rec):
@@ -51,7 +54,7 @@ def run(args) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
-        device=args.device,
+        device=device,
         num_levels=args.levels,
         sigma_min=args.sigma_min,
         sigma_max=args.sigma_max,
@@ -63,6 +66,8 @@ def run(args) -> int:
     if "accuracy" not in cfg:
         print(f"stopped; checkpoint saved in {out} (continue with --resume)")
         return 130
+    if not is_main_process():
+        return 0
     acc = cfg["accuracy"]
     print(
         f"noise classifier → {out}: exact {acc['exact']:.3f} (chance {acc['chance_exact']:.4f}), "

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ..checkpoint import load_network, read_config, save_tensors, write_config
 from ..data import Dataset, DataTransform, load_data
+from ..distributed import is_main_process
 from ..models.parameterization import bcast
 from ..processes import EDM, get_process
 from ..run_config import training_defaults
@@ -246,8 +247,9 @@ def train_noise_classifier_run(
         generator=torch.Generator().manual_seed(int(seed) + 1),
         device=device,
     )
-    with open(out / "log.jsonl", "a") as f:
-        f.write(json.dumps({"step": res.step, "accuracy": acc}) + "\n")
     cfg["accuracy"] = acc
-    write_config(out, cfg)
+    if is_main_process():
+        with open(out / "log.jsonl", "a") as f:
+            f.write(json.dumps({"step": res.step, "accuracy": acc}) + "\n")
+        write_config(out, cfg)
     return cfg
