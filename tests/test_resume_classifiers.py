@@ -90,3 +90,29 @@ def test_resume_flag_is_documented(command, capsys):
     with pytest.raises(SystemExit):
         main([command, "--help"])
     assert "--resume" in capsys.readouterr().out
+
+
+def test_torchrun_two_ranks_train_the_noise_classifier_like_one(tmp_path):
+    score = tmp_path / "score"
+    ckpt.write_config(
+        score, {"kind": "score_model", "data": load_data("moons").to_config(), "process": VESDE().to_config()}
+    )
+    # --run-dir: torchrun's own parser would claim --run as an abbreviation of --run-path
+    common = ["train-noise-classifier", "--run-dir", str(score), "--steps", "6", "--levels", "50", "--eval-num", "50"]
+    _cli(*common, "--batch-size", "32", "--out", str(tmp_path / "one"))
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    p = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", "--no-python", SCOREKIT, *common]
+        + ["--batch-size", "16", "--out", str(tmp_path / "two")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    for name in ("model", "ema"):
+        a, _ = ckpt.load_tensors(tmp_path / "one" / f"{name}.safetensors")
+        b, _ = ckpt.load_tensors(tmp_path / "two" / f"{name}.safetensors")
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    assert "accuracy" in ckpt.read_config(tmp_path / "two")

@@ -16,7 +16,13 @@ HELP = "train the noise-level classifier used by Denoising MCMC (scorekit sample
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True, help="score-model run directory (its data, transform and process)")
+    p.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        required=True,
+        help="score-model run directory (its data, transform and process; --run-dir under torchrun)",
+    )
     p.add_argument("--data", default=None, help="data to train on (default: the run's data)")
     p.add_argument("--steps", type=int, default=2000, help="optimisation steps (default 2000)")
     p.add_argument("--out", default=None, help="output run directory (default: RUN/noise_classifier)")

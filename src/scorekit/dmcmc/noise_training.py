@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from ..checkpoint import load_network, read_config, save_tensors, write_config
+from ..classifier_losses import NoiseLevelObjective
 from ..data import Dataset, DataTransform, load_data
 from ..distributed import is_main_process
 from ..models.parameterization import bcast
@@ -34,14 +35,6 @@ def noise_classifier_network_config(shape: tuple[int, ...], num_levels: int, **o
     return cfg
 
 
-def _noisy_batch(x0: Tensor, levels: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """x = x0 + σ_y·ε with y uniform over the grid (the classifier's training distribution)."""
-    y = torch.randint(0, levels.numel(), (x0.shape[0],), generator=generator)
-    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
-    sig = levels[y].to(x0.dtype)
-    return x0 + bcast(sig, x0) * eps, y
-
-
 @torch.no_grad()
 def noise_level_accuracy(
     log_probs: Callable[[Tensor], Tensor],
@@ -58,12 +51,15 @@ def noise_level_accuracy(
     gen = generator if generator is not None else torch.Generator().manual_seed(12345)
     levels = torch.as_tensor(levels, dtype=torch.float64).cpu()
     L = levels.numel()
+    objective = NoiseLevelObjective(levels)
     idx = torch.randint(0, data.shape[0], (int(num),), generator=gen)
     hits = {k: 0 for k in tolerances}
     abs_err = 0.0
     for start in range(0, int(num), batch_size):
         x0 = data[idx[start : start + batch_size]].float()
-        x, y = _noisy_batch(x0, levels, gen)
+        r = objective.draw(x0.shape[0], x0.shape[1:], gen, dtype=x0.dtype)  # the training distribution
+        y = r["level"]
+        x = x0 + bcast(levels[y].to(x0.dtype), x0) * r["noise"]
         pred = log_probs(x.to(device)).argmax(1).cpu()
         d = (pred - y).abs()
         abs_err += float(d.sum())
