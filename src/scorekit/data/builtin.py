@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..analytic import load_gmm_spec
 from .dataset import (
     _TEST_SEED_OFFSET,
     _TOY_REFERENCE_SEED,
@@ -69,6 +68,7 @@ def _load_toy(name: str, split: str, num: int | None, seed: int) -> Dataset:
 # --- Gaussian mixture specs --------------------------------------------------------------------------------
 def _load_gmm(spec: str, split: str, num: int | None, seed: int) -> Dataset:
     """Samples of a Gaussian mixture SPEC.json; identity transform so the exact GMM denoiser shares units."""
+    from ..analytic import load_gmm_spec  # data never imports models; the mixture's module only for gmm: specs
 
     path = spec[len("gmm:") :]
     if not path:
