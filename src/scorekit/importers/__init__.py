@@ -1,4 +1,5 @@
-"""Import published score models into scorekit run directories.
+"""Import published score models into scorekit run directories: one module per foreign format (`score_sde`,
+`adm`), sharing `common` (weights-only reading, the state-dict check, the output run directory).
 
 - score_sde (Song et al. 2021): `checkpoint_*.pth` = {"model" (keys prefixed "module."), "ema": {"shadow_params"
   in `model.parameters()` order, trainable parameters only}, "optimizer", "step"}; NCSN++ / DDPM++ networks.
