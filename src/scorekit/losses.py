@@ -19,6 +19,9 @@ which is exact and keeps the ε-loss of an ε-network bit-for-bit the plain MSE.
 | `ddpm_hybrid`    | L_simple + λ·L_vlb with learned variances (Nichol & Dhariwal 2021, eq. 15–16)           |
 | `edm`            | λ(σ) = (σ² + σ_d²)/(σ·σ_d)², ln σ ~ N(P_mean, P_std²) (Karras et al. 2022, eq. 8)         |
 
+The classifiers' cross-entropy objectives (noise level, noisy classifier) are in `classifier_losses`; the DDPM
+bound's pieces in `ddpm_bound` and the divergence estimators in `divergence`, shared with `likelihood`.
+
 Losses are averaged over data dimensions (`reduction="mean"`, nats per dimension for the bounds) unless
 `reduction="sum"` is given.
 """
