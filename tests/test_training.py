@@ -97,11 +97,24 @@ def test_config_validation_messages():
         (lambda c: c["training"].update(bogus=1), "unknown training setting"),
         (lambda c: c.update(extra={}), "unknown config key"),
         (lambda c: c["process"].update(beta_min=30.0), "beta_min < beta_max"),
+        (lambda c: c["training"].update(optimizer="sgd"), "optimizer must be adamw|adam"),
+        (lambda c: c.update(kind="painting"), "unknown run kind"),
+        (lambda c: (c.update(kind="noise_classifier"), c.pop("denoiser")), "section 'levels' is missing"),
+        (lambda c: c.update(levels={}), "unknown config key"),  # a score model has no σ grid
     ]:
         c = json.loads(json.dumps(cfg))
         mutate(c)
         with pytest.raises(ValueError, match=msg):
             validate_config(c)
+
+
+def test_classifier_kinds_default_to_their_own_hyper_parameters():
+    from scorekit.training import training_defaults
+
+    nc, clf, score = training_defaults("noise_classifier"), training_defaults("classifier"), training_defaults()
+    assert (nc["optimizer"], nc["lr"], nc["weight_decay"], nc["warmup"]) == ("adam", 1e-3, 0.0, 0)
+    assert (clf["optimizer"], clf["lr"], clf["weight_decay"], clf["warmup"]) == ("adamw", 3e-4, 0.05, 0)
+    assert nc["ema_warmup"] and clf["ema_warmup"] and not score["ema_warmup"]
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

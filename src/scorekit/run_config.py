@@ -167,9 +167,7 @@ _REQUIRED = {
     "noise_classifier": ("data", "process", "network", "levels", "training"),
     "classifier": ("data", "process", "network", "classifier", "training"),
 }
-_SECTIONS = {"kind", "objective", "objective_options", "score_run", "accuracy"} | {
-    k for keys in _REQUIRED.values() for k in keys
-}
+_OPTIONAL = {"score_model": (), "noise_classifier": ("score_run", "accuracy"), "classifier": ()}
 _DEFAULT_OBJECTIVE = {"noise_classifier": "noise_level", "classifier": "noisy_classifier"}
 
 
@@ -180,7 +178,7 @@ def validate_config(cfg: dict) -> dict:
     kind = cfg.get("kind", "score_model")
     if kind not in _REQUIRED:
         raise ValueError(f"unknown run kind {kind!r} (choose from {', '.join(KINDS)})")
-    unknown = set(cfg) - _SECTIONS
+    unknown = set(cfg) - {"kind", "objective", "objective_options", *_REQUIRED[kind], *_OPTIONAL[kind]}
     if unknown:
         raise ValueError(f"unknown config key(s): {', '.join(sorted(unknown))}")
     for key in _REQUIRED[kind]:
