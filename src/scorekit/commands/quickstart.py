@@ -153,7 +153,10 @@ def quickstart_comparison(
         if progress and "loss" in rec and rec["step"] % 500 == 0:
             print(f"  noise classifier step {rec['step']}: loss {rec['loss']:.3f}", flush=True)
 
-    clf_cfg = train_noise_classifier_run(run_dir, clf_dir, steps=classifier_steps, seed=seed, device=device, log=log)
+    resume = (clf_dir / "model.safetensors").exists()  # a rerun reuses (and re-evaluates) a finished classifier
+    clf_cfg = train_noise_classifier_run(
+        run_dir, clf_dir, steps=classifier_steps, seed=seed, device=device, log=log, resume=resume
+    )
     acc = clf_cfg["accuracy"]
     if progress:
         print(

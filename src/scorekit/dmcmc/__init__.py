@@ -4,6 +4,7 @@ training of the noise-level classifier."""
 from .dlg import DLGConfig, DLGRun, DMCMCResult, GibbsKernel, run_sampler, sample_dlg
 from .estimators import ExactNoisePosterior, NoiseLevelEstimator, TrainedNoiseClassifier, make_levels
 from .noise_training import (
+    noise_classifier_config,
     noise_classifier_network_config,
     noise_level_accuracy,
     save_noise_classifier_run,
@@ -16,6 +17,7 @@ __all__ = [
     "NoiseLevelEstimator",
     "ExactNoisePosterior",
     "TrainedNoiseClassifier",
+    "noise_classifier_config",
     "noise_classifier_network_config",
     "train_noise_classifier",
     "train_noise_classifier_run",

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import CheckpointError, load_tensors, read_config, save_tensors, write_config, write_json_atomic
+from .common import _prepare_out
 
 __all__ = [
     "import_diffusers",
@@ -242,16 +243,6 @@ def read_diffusers_weights(path: str | Path, template: torch.nn.Module) -> dict:
     for k in sd:
         if k not in own:
             raise CheckpointError(f"{path.name}: unexpected weight {k!r} (weights and unet config disagree)")
-    return out
-
-
-def _prepare_out(out: str | Path, overwrite: bool) -> Path:
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a directory")
-    if out.is_dir() and (out / "config.json").exists() and not overwrite:
-        raise ValueError(f"--out {out} already holds a run (config.json); choose another folder")
-    out.mkdir(parents=True, exist_ok=True)
     return out
 
 
