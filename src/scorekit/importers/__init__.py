@@ -30,6 +30,8 @@ from .adm import (
     resolve_adm_config,
 )
 from .common import check_state_dict, read_torch_file
+from .diffusers import export_diffusers, import_diffusers
+from .edm import import_edm
 from .score_sde import (
     SCORE_SDE_CONFIGS,
     import_score_sde,
@@ -53,9 +55,7 @@ __all__ = [
     "import_adm",
     "_adm_process",
     "_ADM_ALIASES",
+    "import_diffusers",
+    "export_diffusers",
+    "import_edm",
 ]
-
-from .diffusers import export_diffusers, import_diffusers  # noqa: E402  (diffusers UNet2DModel pipelines)
-from .edm import import_edm  # noqa: E402  (EDM / EDM2 snapshots)
-
-__all__ += ["import_diffusers", "export_diffusers", "import_edm"]
