@@ -3,8 +3,8 @@
 `plan_for_budget(N, ...)` returns a `BudgetPlan`. In order of preference:
 1. a tuned schedule file (samplers.tuning) given as `tuned_schedule_path`, or found as RUN/schedules/*.json with the
    same NFE (and sampler, when one is asked for) and, where recorded, the same run config;
-2. the built-in rule, measured on exact Gaussian mixtures (benchmarks/results/samplers.md): UniPC (order and B(h) by
-   budget) on `budget_sigmas`, a Karras-ρ spacing whose last positive level rises as the budget falls.
+2. the built-in rule, measured on exact Gaussian mixtures (benchmarks/results/samplers.md): UniPC-3 at 3 evaluations
+   or fewer, iPNDM above, on the log-SNR spacing (`budget_sigmas`).
 Every plan costs exactly its `nfe` ≤ N evaluations per sample (one per step, no evaluation at σ = 0).
 """
 
@@ -18,17 +18,17 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .schedules import karras_sigmas, read_schedule_file
+from .schedules import get_sigmas, read_schedule_file
 
-__all__ = ["BudgetPlan", "plan_for_budget", "find_tuned_schedule", "budget_sigmas", "BUDGET_RULE"]
+__all__ = ["BudgetPlan", "plan_for_budget", "find_tuned_schedule", "budget_sigmas", "rule_solver", "BUDGET_RULE"]
 
-# Built-in rule per budget: sampler, options, last positive σ relative to the σ range (see budget_sigmas), ρ.
-# Measured on the exact mixtures of benchmarks/samplers.py (2-D and 16-D, narrow unequal components).
+# Built-in rule (no tuned schedule): the solver by budget, on the log-SNR spacing (σ_max … σ_min log-uniform, last
+# level replaced by 0). Measured on the exact mixtures of benchmarks/samplers.py (2-D and 16-D, narrow unequal
+# components; /tmp sweep of dpmpp_2m/3m, ipndm, deis, unipc × karras, logsnr, uniform_t, raised-σ_min Karras):
+# UniPC-3 (bh1) is best at 3 evaluations, iPNDM at 4 and more.
 BUDGET_RULE = {
-    "sampler": "unipc",
-    "options": {"order": 3, "variant": "bh1"},
-    "sigma_last": {1: None, 2: 1.0, 3: 0.5, 4: 0.3, 5: 0.2, 6: 0.1, 8: 0.05, 10: 0.03},
-    "rho": 7.0,
+    "solvers": ((3, "unipc", {"order": 3, "variant": "bh1"}), (None, "ipndm", {"max_order": 4})),
+    "schedule": "logsnr",
 }
 
 
@@ -55,23 +55,18 @@ class BudgetPlan:
 
 
 def budget_sigmas(nfe: int, sigma_min: float, sigma_max: float) -> Tensor:
-    """The built-in rule's σ list for `nfe` steps: Karras-ρ spacing (ρ = BUDGET_RULE["rho"]) from σ_max down to
-    max(σ_min, σ_last(N)), then 0; σ_last(N) from BUDGET_RULE (interpolated in log N) — few steps end higher, where a
-    final jump to D(x, σ) lands on a mode instead of between modes."""
-    nfe = int(nfe)
-    if nfe == 1:
+    """The built-in rule's σ list for `nfe` steps: BUDGET_RULE["schedule"] over [σ_min, σ_max] (one step: σ_max, 0)."""
+    if int(nfe) == 1:
         return torch.tensor([float(sigma_max), 0.0], dtype=torch.float64)
-    table = sorted((k, v) for k, v in BUDGET_RULE["sigma_last"].items() if v is not None)
-    if nfe <= table[0][0]:
-        last = table[0][1]
-    elif nfe >= table[-1][0]:
-        last = table[-1][1] * table[-1][0] / nfe
-    else:
-        (n0, v0), (n1, v1) = next((a, b) for a, b in zip(table, table[1:]) if a[0] <= nfe <= b[0])
-        u = (math.log(nfe) - math.log(n0)) / (math.log(n1) - math.log(n0))
-        last = math.exp(math.log(v0) + u * (math.log(v1) - math.log(v0)))
-    last = min(max(float(sigma_min), last), float(sigma_max) / 2)
-    return karras_sigmas(nfe, last, float(sigma_max), BUDGET_RULE["rho"])
+    return get_sigmas(BUDGET_RULE["schedule"], int(nfe), sigma_min=float(sigma_min), sigma_max=float(sigma_max))
+
+
+def rule_solver(nfe: int) -> tuple[str, dict]:
+    """The built-in rule's sampler and options for `nfe` evaluations."""
+    for upto, name, opts in BUDGET_RULE["solvers"]:
+        if upto is None or int(nfe) <= upto:
+            return name, dict(opts)
+    raise AssertionError("BUDGET_RULE needs a catch-all entry")
 
 
 def _run_config_sha(run_dir) -> str | None:
@@ -160,14 +155,15 @@ def plan_for_budget(
         sigma_min = float(getattr(src, "sigma_min", 0.002)) if src is not None else 0.002
     if sigma_max is None:
         sigma_max = float(getattr(src, "sigma_max", 80.0)) if src is not None else 80.0
-    name = sampler or BUDGET_RULE["sampler"]
+    name, options = rule_solver(nfe)
+    if sampler is not None and sampler != name:
+        name, options = sampler, {}
     spec = get_sampler(name)
-    options = dict(BUDGET_RULE["options"]) if name == BUDGET_RULE["sampler"] else {}
     if spec.nfe is None or spec.nfe(nfe, **options) != nfe:
         raise ValueError(f"sampler {name!r} does not take one evaluation per step; give a multistep solver")
     sig = budget_sigmas(nfe, sigma_min, sigma_max)
     reason = (
-        f"built-in rule for NFE {nfe}: {name} {options or ''} on Karras ρ={BUDGET_RULE['rho']:g} "
-        f"from {sigma_max:g} to {float(sig[-2]):.3g} (no tuned schedule found)"
+        f"built-in rule for NFE {nfe}: {name} {options or ''} on the {BUDGET_RULE['schedule']} spacing "
+        f"{sigma_max:g} … {float(sig[-2]):.3g}, 0 (no tuned schedule found)"
     )
-    return BudgetPlan(name, nfe, None, tuple(float(s) for s in sig), options, reason, nfe)
+    return BudgetPlan(name, nfe, BUDGET_RULE["schedule"], tuple(float(s) for s in sig), options, reason, nfe)

@@ -113,8 +113,9 @@ def endpoint_error(sampler_fn, denoiser, z, sigmas, target, options) -> float:
 
 
 # --- the dynamic programme ------------------------------------------------------------------------------------------
-def _cost_tables(sampler, options, grid, xs, dens, weights):
-    """cost1[l]: first step 0 → l; cost2[i, j, l]: step j → l after i (inf where not i < j < l)."""
+def _cost_tables(sampler, options, grid, xs, dens, weights, starts):
+    """cost1[s][l]: first step s → l from the prior state starts[s] = (σ_s·z, D there); cost2[i, j, l]: step
+    j → l after i on the teacher (inf where not i < j < l)."""
     M = grid.numel()
     K = xs.shape[1]
     cost2 = torch.full((M, M, M), math.inf, dtype=torch.float64)
@@ -123,22 +124,26 @@ def _cost_tables(sampler, options, grid, xs, dens, weights):
         d = (pred.reshape(len(ls), K, -1) - xs[ls].reshape(len(ls), K, -1)).pow(2).mean((1, 2)).sqrt()
         return d.double() * weights[ls]
 
-    def steps_from(hist_idx, j):
-        """Cost of the step from level j (history hist_idx, ending in j) to every l > j."""
+    def steps_from(hist_idx, j, first=None):
+        """Cost of the step from level j (history hist_idx, ending in j; or the state `first`) to every l > j."""
         ls_all, costs = torch.arange(j + 1, M), []
         for ls in (ls_all[:-1], ls_all[-1:]):  # positive levels together; the final step to 0 alone
             if len(ls) == 0:
                 continue
             rep = lambda t: t.unsqueeze(0).expand(len(ls), *t.shape).reshape(-1, *t.shape[1:])  # noqa: E731, B023
             hist = [(grid[m : m + 1].to(xs.dtype), rep(xs[m]), rep(dens[m])) for m in hist_idx]
+            if first is not None:
+                hist = [(grid[j : j + 1].to(xs.dtype), rep(first[0]), rep(first[1]))]
             sig_next = grid[ls].to(xs.dtype).repeat_interleave(K)
             pred = local_step(sampler, options, hist, sig_next)
             costs.append(torch.nan_to_num(rms(pred, ls), nan=math.inf))
         return ls_all, torch.cat(costs)
 
-    ls, c = steps_from([0], 0)
-    cost1 = torch.full((M,), math.inf, dtype=torch.float64)
-    cost1[ls] = c
+    cost1 = {}
+    for s0, first in starts.items():
+        ls, c = steps_from([s0], s0, first)
+        cost1[s0] = torch.full((M,), math.inf, dtype=torch.float64)
+        cost1[s0][ls] = c
     for j in range(1, M - 1):
         for i in range(j):
             ls, c = steps_from([i, j], j)
@@ -146,18 +151,20 @@ def _cost_tables(sampler, options, grid, xs, dens, weights):
     return cost1, cost2
 
 
-def _dp(cost1, cost2, n: int) -> list[int]:
-    """The n-step path 0 → M−1 of least total cost, over (previous, current) level pairs."""
+def _dp(cost1, cost2, n: int, s0: int = 0) -> list[int] | None:
+    """The n-step path s0 → M−1 of least total cost, over (previous, current) level pairs."""
     M = cost1.numel()
     if n == 1:
-        return [0, M - 1]
+        return [s0, M - 1] if math.isfinite(float(cost1[M - 1])) else None
     F = torch.full((M, M), math.inf, dtype=torch.float64)
-    F[0] = cost1  # state (0, j)
+    F[s0] = cost1  # state (s0, j)
     back = []
     for _ in range(n - 1):
         tot = F[:, :, None] + cost2  # [i, j, l]
         F, arg = tot.min(0)  # state (j, l)
         back.append(arg)
+    if not bool(torch.isfinite(F[:, M - 1]).any()):
+        return None
     j = int(F[:, M - 1].argmin())
     path = [M - 1, j]
     cur_j, cur_l = j, M - 1
@@ -169,16 +176,16 @@ def _dp(cost1, cost2, n: int) -> list[int]:
 
 
 # --- the search ------------------------------------------------------------------------------------------------------
-def _polish(err_fn, sig: torch.Tensor, sweeps: int = 4, step: float = 0.3):
-    """Coordinate search on log σ of the interior levels (σ_0 and the final 0 fixed), order kept."""
+def _polish(err_fn, sig: torch.Tensor, sigma_max: float, sweeps: int = 4, step: float = 0.3):
+    """Coordinate search on log σ of the positive levels (σ_0 ≤ σ_max; the final 0 fixed), order kept."""
     best = err_fn(sig)
     logs = sig[:-1].log()
     for _ in range(sweeps):
         improved = False
-        for m in range(1, logs.numel()):
+        for m in range(logs.numel()):
             for d in (-step, step):
                 cand = logs.clone()
-                cand[m] += d
+                cand[m] = min(float(cand[m] + d), math.log(sigma_max))
                 hi = cand[m - 1] if m > 0 else math.inf
                 lo = cand[m + 1] if m + 1 < cand.numel() else -math.inf
                 if not (lo < cand[m] < hi):
@@ -227,7 +234,7 @@ def tune_schedule(
     nfe = int(nfe)
     if spec.nfe(nfe, **options) != nfe:
         raise ValueError(f"tuning is for samplers with one evaluation per step; {sampler!r} is not")
-    start = torch.as_tensor(start, dtype=torch.float64).flatten()
+    start = torch.as_tensor(start, dtype=torch.float64).flatten().clone()
     if start.numel() != nfe + 1 or float(start[-1]) != 0:
         raise ValueError(f"the start schedule must have {nfe + 1} entries ending in 0, got {start.numel()}")
     sigma_max = float(start[0])
@@ -251,15 +258,24 @@ def tune_schedule(
 
     cands = {"start": start}
     weighted = data_scale / torch.sqrt(grid**2 + data_scale**2)
+    # the first level may lie below σ_max (x = σ_0·z is then an approximation the endpoint error accounts for)
+    starts = {}
+    for s0 in range(grid.numel() - 1):
+        if s0 > 0 and (float(grid[s0]) < sigma_max / 100 or s0 > grid.numel() - 2 - nfe):
+            break
+        x0 = z_tune * grid[s0].to(dtype)
+        starts[s0] = (x0, denoiser(x0, grid[s0].to(dtype).expand(x0.shape[0])))
     for label, w in (("dp-weighted", weighted), ("dp", torch.ones_like(grid))):
-        cost1, cost2 = _cost_tables(sampler, options, grid, xs_t, dens_t, w)
-        path = _dp(cost1, cost2, nfe)
-        cands[label] = grid[path]
+        cost1, cost2 = _cost_tables(sampler, options, grid, xs_t, dens_t, w, starts)
+        for s0 in starts:
+            path = _dp(cost1[s0], cost2, nfe, s0)
+            if path is not None:
+                cands[f"{label}-from-{float(grid[s0]):.3g}"] = grid[path]
     scores = {k: err(z_tune, target_t)(v) for k, v in cands.items()}
     best = min(scores, key=scores.get)
     tuned = cands[best]
     if polish:
-        tuned, _ = _polish(err(z_tune, target_t), tuned)
+        tuned, _ = _polish(err(z_tune, target_t), tuned, sigma_max)
     hold_start = err(z_hold, target_h)(start)
     hold_tuned = err(z_hold, target_h)(tuned)
     chosen = "tuned" if hold_tuned < hold_start else "start"
