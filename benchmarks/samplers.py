@@ -396,6 +396,98 @@ def write(results, path_md, path_json, path_png):
     fig.savefig(path_png, dpi=110)
 
 
+# --- digits: a trained score model (the quickstart's), FID in the pinned digits classifier's features -----------
+def digits(run_dir: str, nfes, num: int, kd, out: Path, teachers: int = 32):
+    """FID / precision / recall (scorekit.metrics, digits classifier features) of `num` samples per method; the floor
+    is the same statistic for `num` held-out test digits."""
+    from scorekit.checkpoint import load_denoiser, read_config
+    from scorekit.data import DataTransform, load_data
+    from scorekit.metrics.evaluate import evaluate_samples
+    from scorekit.samplers.tuning import run_fingerprint
+
+    cfg = read_config(run_dir)
+    den = load_denoiser(run_dir, ema=True)
+    proc = den.process
+    smin, smax = float(proc.sigma_min), float(proc.sigma_max)
+    shape = tuple(cfg["data"]["shape"])
+    transform = DataTransform.from_config(cfg["data"]["transform"])
+    torch.set_grad_enabled(False)
+
+    def metrics(x_user):
+        r = evaluate_samples(x_user, "digits", metrics="fid,pr", seed=0)
+        return {k: r[k] for k in ("fid", "precision", "recall") if k in r}
+
+    test = load_data("digits", split="test")  # model range; the floor: held-out digits against the reference
+    floor = metrics(test.transform.to_user(test.data[:num]))
+    z = torch.randn(num, *shape, generator=torch.Generator().manual_seed(101))
+    rows, tuning = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        sched_dir = Path(tmp) / "schedules"
+        for n in nfes:
+            for name in TUNED[:2]:
+                plan = plan_for_budget(n, sampler=name, sigma_min=smin, sigma_max=smax)
+                t = time.process_time()
+                res = tune_schedule(
+                    den, name, n, shape=shape, start=plan.sigmas_tensor(), options=plan.options, sigma_min=smin,
+                    sigma_max=smax, teachers=teachers, seed=0, model=run_fingerprint(run_dir), dtype=torch.float32,
+                )  # fmt: skip
+                cpu = time.process_time() - t
+                save_schedule(sched_dir / f"{name}-nfe{n}.json", res)
+                e = res["endpoint_rms"]
+                tuning.append({"sampler": name, "nfe": n, "chosen": res["chosen"], "cpu_seconds": cpu,
+                               "heldout_tuned": e["heldout_tuned"], "heldout_start": e["heldout_start"]})  # fmt: skip
+                print(f"  digits tuned {name} NFE {n}: {res['chosen']} {cpu:.1f} CPU-s", flush=True)
+            cand = {
+                "scorekit:dpmpp_2m+karras": ("dpmpp_2m", get_sigmas("karras", n, sigma_min=smin, sigma_max=smax), {}),
+                "scorekit:budget(rule)": None,
+                "scorekit:budget": None,
+            }
+            for label in list(cand):
+                if label.startswith("scorekit:budget"):
+                    plan = plan_for_budget(
+                        n, sigma_min=smin, sigma_max=smax, run_dir=Path(tmp) if label == "scorekit:budget" else None
+                    )
+                    cand[label] = (plan.sampler, plan.sigmas_tensor(), plan.options)
+            for label, (name, sig, opts) in cand.items():
+                sig = sig.to(torch.float32)
+                x = SAMPLERS[name].fn(den, float(sig[0]) * z, sig, **opts).x
+                rows.append({"method": label, "nfe": n, **metrics(transform.to_user(x))})
+            if kd is not None:
+                for name in ("dpmpp_2m", "lms", "euler"):
+                    sig = kd.get_sigmas_karras(n, smin, smax, rho=7.0)
+                    x = getattr(kd, f"sample_{name}")(den, z * sig[0], sig, disable=True)
+                    rows.append({"method": f"k-diffusion:{name}+karras", "nfe": n, **metrics(transform.to_user(x))})
+            for r in rows[-6:]:
+                print(f"  digits NFE {n}: {r['method']} fid {r.get('fid', float('nan')):.3f}", flush=True)
+    res = {"run": str(run_dir), "num": num, "nfes": list(nfes), "floor": floor, "rows": rows, "tuning": tuning}
+    out.with_suffix(".json").write_text(json.dumps(res, indent=2))
+    L = ["# Digits (quickstart score model): FID / precision / recall in the pinned digits classifier's features", ""]
+    L.append(f"Command: `PYTHONPATH=src python benchmarks/samplers.py --digits {run_dir} --digits-num {num}`")
+    L.append("")
+    if floor:
+        f = {k: floor.get(k, float("nan")) for k in ("fid", "precision", "recall")}
+        n_test = len(test.data[:num])
+        L.append(f"Floor ({n_test} held-out test digits): FID {f['fid']:.3f}, precision {f['precision']:.3f}, "
+                 f"recall {f['recall']:.3f}")  # fmt: skip
+        L.append("")
+    L.append("| method | " + " | ".join(f"NFE {n}: FID / P / R" for n in nfes) + " |")
+    L.append("|---|" + "---|" * len(nfes))
+    for name in dict.fromkeys(r["method"] for r in rows):
+        cells = []
+        for n in nfes:
+            r = next((r for r in rows if r["method"] == name and r["nfe"] == n), None)
+            cells.append(f"{r['fid']:.3f} / {r['precision']:.2f} / {r['recall']:.2f}" if r else "–")
+        L.append(f"| {name} | " + " | ".join(cells) + " |")
+    L.append("")
+    L.append("| tuned | NFE | chosen | held-out RMS tuned / start | CPU seconds |")
+    L.append("|---|---|---|---|---|")
+    for t in tuning:
+        L.append(f"| {t['sampler']} | {t['nfe']} | {t['chosen']} | {t['heldout_tuned']:.4f} / "
+                 f"{t['heldout_start']:.4f} | {t['cpu_seconds']:.1f} |")  # fmt: skip
+    out.with_suffix(".md").write_text("\n".join(L) + "\n")
+    print(out.with_suffix(".md").read_text())
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--num", type=int, default=4000, help="samples per method (and reference)")
@@ -405,8 +497,15 @@ def main(argv=None):
     ap.add_argument("--no-tuning", action="store_true")
     ap.add_argument("--out", type=str, default=str(RESULTS / "samplers"))
     ap.add_argument("--report-only", action="store_true", help="rewrite the .md/.png from an existing .json")
+    ap.add_argument("--digits", default=None, metavar="RUN", help="only the digits part, on this run directory")
+    ap.add_argument("--digits-num", type=int, default=1000)
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if args.digits:
+        torch.set_num_threads(1)
+        nfes = tuple(int(b) for b in args.nfe.split(","))
+        digits(args.digits, nfes, args.digits_num, load_k_diffusion(), RESULTS / "samplers_digits", args.teachers)
+        return
     if args.report_only:
         results = json.loads(out.with_suffix(".json").read_text())
         write(results, out.with_suffix(".md"), out.with_suffix(".json"), out.with_suffix(".png"))
