@@ -165,7 +165,11 @@ def kdiff(sampling, name: str, nfe: int, schedule: str):
 # --- diffusers -----------------------------------------------------------------------------------------------
 DIFFUSERS = {
     "UniPC": ("UniPCMultistepScheduler", {}),
-    "UniPC-3-bh1": ("UniPCMultistepScheduler", {"solver_order": 3, "solver_type": "bh1"}),
+    # bh1 with a final σ of 0 gives NaN in diffusers (B(h) = −h is infinite on the last step): end at σ_min
+    "UniPC-3-bh1": (
+        "UniPCMultistepScheduler",
+        {"solver_order": 3, "solver_type": "bh1", "final_sigmas_type": "sigma_min"},
+    ),
     "DPM-Solver++": ("DPMSolverMultistepScheduler", {}),
     "DEIS": ("DEISMultistepScheduler", {}),
     "Euler": ("EulerDiscreteScheduler", {}),
