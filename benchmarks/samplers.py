@@ -466,7 +466,8 @@ def digits(run_dir: str, nfes, num: int, kd, out: Path, teachers: int = 32):
     res = {"run": str(run_dir), "num": num, "nfes": list(nfes), "floor": floor, "rows": rows, "tuning": tuning}
     out.with_suffix(".json").write_text(json.dumps(res, indent=2))
     L = ["# Digits (quickstart score model): FID / precision / recall in the pinned digits classifier's features", ""]
-    L.append(f"Command: `PYTHONPATH=src python benchmarks/samplers.py --digits {run_dir} --digits-num {num}`")
+    cmd = f"--digits {run_dir} --digits-num {num} --nfe {','.join(map(str, nfes))} --teachers {teachers}"
+    L.append(f"Command: `PYTHONPATH=src python benchmarks/samplers.py {cmd}`")
     L.append("")
     if floor:
         f = {k: floor.get(k, float("nan")) for k in ("fid", "precision", "recall")}
