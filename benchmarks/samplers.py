@@ -493,6 +493,65 @@ def digits(run_dir: str, nfes, num: int, kd, out: Path, teachers: int = 32):
     print(out.with_suffix(".md").read_text())
 
 
+# --- which built-in schedule suits each existing sampler at few steps -------------------------------------------
+SCHEDULE_SAMPLERS = (
+    "euler_maruyama", "reverse_diffusion", "ancestral", "ddim", "pf_euler", "heun", "edm_stochastic",
+    "dpmpp_2m", "dpmpp_3m", "ipndm", "deis", "unipc",
+)  # fmt: skip
+SCHEDULE_NAMES = ("karras", "logsnr", "log", "uniform_t")
+
+
+def schedules_table(num: int, nfes, out: Path, seed: int = 0):
+    """Sliced W2 / floor of every fixed-step sampler (defaults) on every built-in schedule, NFE ≤ N, on the first 2-D
+    and 16-D mixture; process-space samplers run on the DDPM chain, σ-space ones in σ over the same range."""
+    rows = []
+    probs = {k: v for k, v in mixtures((seed,)).items()}
+    for prob, gmm in probs.items():
+        g = torch.Generator().manual_seed(seed + 100)
+        ref = gmm.sample(num, g)[0]
+        floor = _sw(gmm.sample(num, g)[0], ref)
+        z = torch.randn(num, gmm.dim, generator=torch.Generator().manual_seed(seed + 101), dtype=torch.float64)
+        for name in SCHEDULE_SAMPLERS:
+            spec = SAMPLERS[name]
+            proc = None if spec.default_schedule == "karras" else CHAIN
+            for n in nfes:
+                steps = (n + 1) // 2 if name in ("heun", "edm_stochastic") else n
+                for sched in SCHEDULE_NAMES:
+                    sig = get_sigmas(sched, steps, process=CHAIN if (proc or sched == "uniform_t") else None,
+                                     sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX)  # fmt: skip
+                    x = spec.fn(gmm.denoiser(), float(sig[0]) * z, sig, process=proc,
+                                generator=torch.Generator().manual_seed(seed + 102)).x  # fmt: skip
+                    e = _sw(x, ref) if torch.isfinite(x).all() else float("nan")
+                    rows.append({"problem": prob, "sampler": name, "nfe": n, "schedule": sched, "ratio": e / floor})
+            print(f"  {prob} {name}", flush=True)
+    out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+    L = ["# Which built-in σ schedule suits each sampler at few steps (sliced W2 / two-sample floor)", ""]
+    L.append(f"Command: `PYTHONPATH=src python benchmarks/samplers.py --schedules --num {num} "
+             f"--nfe {','.join(map(str, nfes))}`. Mixtures: {', '.join(probs)}; default options; NFE ≤ N.")  # fmt: skip
+    L.append("")
+    L.append("| sampler | NFE | " + " | ".join(f"{p}: " + " / ".join(SCHEDULE_NAMES) for p in probs) + " | best |")
+    L.append("|---|---|" + "---|" * len(probs) + "---|")
+    for name in SCHEDULE_SAMPLERS:
+        for n in nfes:
+            cells, mean = [], {}
+            for prob in probs:
+                vals = []
+                for sched in SCHEDULE_NAMES:
+                    r = next(
+                        r
+                        for r in rows
+                        if (r["problem"], r["sampler"], r["nfe"], r["schedule"]) == (prob, name, n, sched)
+                    )
+                    v = r["ratio"] if math.isfinite(r["ratio"]) else 1e9
+                    mean[sched] = mean.get(sched, 0.0) + v / len(probs)
+                    vals.append(f"{v:.2f}" if v < 1000 else ">1000")
+                cells.append(" / ".join(vals))
+            best = min(mean, key=mean.get)
+            L.append(f"| {name} | {n} | " + " | ".join(cells) + f" | {best} |")
+    out.with_suffix(".md").write_text("\n".join(L) + "\n")
+    print(out.with_suffix(".md").read_text())
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--num", type=int, default=4000, help="samples per method (and reference)")
@@ -504,8 +563,14 @@ def main(argv=None):
     ap.add_argument("--report-only", action="store_true", help="rewrite the .md/.png from an existing .json")
     ap.add_argument("--digits", default=None, metavar="RUN", help="only the digits part, on this run directory")
     ap.add_argument("--digits-num", type=int, default=1000)
+    ap.add_argument("--schedules", action="store_true", help="only the sampler × built-in schedule table")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if args.schedules:
+        torch.set_num_threads(1)
+        nfes = tuple(int(b) for b in args.nfe.split(","))
+        schedules_table(args.num, nfes, RESULTS / "samplers_schedules")
+        return
     if args.digits:
         torch.set_num_threads(1)
         nfes = tuple(int(b) for b in args.nfe.split(","))
