@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..dmcmc import DLGConfig, NoiseLevelEstimator, TrainedNoiseClassifier, sample_dlg, train_noise_classifier_run
+from ..dmcmc import DLGConfig, NoiseLevelEstimator, TrainedNoiseClassifier, sample_dlg
+from ..dmcmc.noise_training import train_noise_classifier_run
 
 NAME = "quickstart"
 HELP = "train on the built-in 8x8 digits, sample, and compare Heun with DLG + Heun (minutes on a CPU)"

@@ -36,8 +36,19 @@ def add_arguments(p):
         default=None,
         help="process whose time/space the S/ODE integrators use (default: the run's; vp for --model gmm:)",
     )
-    p.add_argument("--sampler", required=True, help="sampler name (see docs; e.g. heun, euler_maruyama, dpmpp_2m)")
-    p.add_argument("--steps", type=int, required=True, help="number of sampler steps (noise levels)")
+    p.add_argument(
+        "--sampler",
+        default=None,
+        help="sampler name (e.g. heun, dpmpp_2m, ipndm, unipc); with --nfe: restrict the budget's choice to it",
+    )
+    p.add_argument("--steps", type=int, default=None, help="number of sampler steps (noise levels)")
+    p.add_argument(
+        "--nfe",
+        type=int,
+        default=None,
+        help="denoiser evaluations per sample instead of --sampler/--steps: scorekit picks the solver and σ steps "
+        "(a tuned schedule in RUN/schedules/ if one fits, else its built-in rule) and never spends more",
+    )
     p.add_argument(
         "--num",
         "--num-samples",
@@ -107,9 +118,23 @@ def save_preview(path, samples_user: torch.Tensor, kind: str, reference: torch.T
         raise ValueError("--grid needs image data or 2-D vector data")
 
 
+def _check_budget_flags(args) -> None:
+    if args.nfe is None:
+        if args.sampler is None or args.steps is None:
+            raise ValueError("give --sampler NAME --steps N, or an evaluation budget --nfe N")
+        return
+    if args.steps is not None:
+        raise ValueError("give either --steps or --nfe, not both")
+    if args.nfe < 1:
+        raise ValueError(f"--nfe must be >= 1, got {args.nfe}")
+    if args.schedule is not None:
+        raise ValueError("--nfe picks its own σ steps; drop --schedule (or use --sampler/--steps)")
+
+
 def run(args) -> int:
     if not str(args.out).endswith(".npz"):
         raise ValueError(f"--out must end in .npz, got {args.out}")
+    _check_budget_flags(args)
     schedule = schedule_from_args(args)
     options = parse_sampler_options(args.sampler_opt)
     device = resolve_device(args.device)
@@ -124,6 +149,8 @@ def run(args) -> int:
         args.sampler,
         args.steps,
         args.num,
+        nfe=args.nfe if dlg is None else None,
+        run_dir=args.run,
         schedule=schedule,
         process=proc,
         batch_size=args.batch_size,
@@ -138,6 +165,8 @@ def run(args) -> int:
         progress=not args.no_progress,
     )
     to_user = transform.to_user if transform is not None else None
+    if stream.plan is not None and is_main_process():
+        print(f"--nfe {args.nfe}: {stream.plan.reason}")
     preview = write_npz(stream, args.out, args.num, shape, to_user=to_user, keep=_preview_rows(shape))
     if not is_main_process():
         return 0
@@ -149,8 +178,6 @@ def run(args) -> int:
     extra = ""
     if "classifier_evals" in stream.extra:
         extra = f"; noise-classifier evaluations per sample {float(stream.extra['classifier_evals']):.2f}"
-    print(
-        f"wrote {args.num} samples to {args.out} ({args.sampler}, {args.steps} steps, "
-        f"{stream.nfe:.2f} NFE per sample){extra}"
-    )
+    name, steps = (stream.plan.sampler, stream.plan.steps) if stream.plan is not None else (args.sampler, args.steps)
+    print(f"wrote {args.num} samples to {args.out} ({name}, {steps} steps, {stream.nfe:.2f} NFE per sample){extra}")
     return 0

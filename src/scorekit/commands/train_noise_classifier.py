@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from ..distributed import init_distributed, is_main_process, resolve_device
-    from ..dmcmc import train_noise_classifier_run
+    from ..dmcmc.noise_training import train_noise_classifier_run
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda requested but CUDA is not available")

@@ -45,6 +45,18 @@ class BudgetPlan:
     reason: str = ""
     nfe: int = 0
 
+    def to_dict(self) -> dict:
+        """A JSON-ready record of the plan (what `--nfe` chose and why)."""
+        return {
+            "nfe_budget": self.nfe,
+            "sampler": self.sampler,
+            "steps": self.steps,
+            "options": dict(self.options),
+            "schedule": self.schedule,
+            "sigmas": None if self.sigmas is None else list(self.sigmas),
+            "reason": self.reason,
+        }
+
     def sigmas_tensor(self, *, sigma_min: float | None = None, sigma_max=None, process=None) -> Tensor:
         """The plan's σ schedule as a float64 tensor [steps + 1] (a named schedule is built for the σ range)."""
         if self.sigmas is not None:
