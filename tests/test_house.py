@@ -109,3 +109,50 @@ def test_no_library_module_exceeds_600_lines():
         if n > MAX_LINES:
             too_long[rel] = n
     assert not too_long, f"modules over {MAX_LINES} lines: {too_long}"
+
+
+def _top(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else module
+
+
+# (importer, imported) pairs of top-level scorekit modules that must never appear, at module level or inside
+# functions: the core knows no sampler; samplers know no training or DMCMC; metrics make no samples; data knows no
+# models; nothing in the library knows the command line.
+NEVER = [
+    *[(core, s) for core in ("processes", "analytic", "models") for s in ("samplers", "sampling", "dmcmc")],
+    *[("samplers", t) for t in ("training", "dmcmc", "sampling", "losses")],
+    *[("metrics", s) for s in ("samplers", "sampling", "dmcmc")],
+    ("data", "models"),
+    *[(lib, "commands") for lib in ("processes", "analytic", "models", "samplers", "sampling", "dmcmc", "training")],
+    *[(lib, "cli") for lib in ("processes", "analytic", "models", "samplers", "sampling", "dmcmc", "training")],
+]
+
+
+def _all_imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """scorekit modules imported anywhere in `name` (module level or inside functions)."""
+    is_pkg = path.name == "__init__.py"
+    package = name if is_pkg else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("scorekit")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            found.add(mod)
+            found |= {f"{mod}.{a.name}" for a in node.names if f"{mod}.{a.name}" in known}
+    return {m for m in found if m.startswith("scorekit")}
+
+
+def test_never_arrows():
+    mods = _modules()
+    bad = []
+    for name, path in mods.items():
+        for dep in _all_imports(name, path, set(mods)):
+            if (_top(name), _top(dep)) in NEVER:
+                bad.append(f"{name} imports {dep}")
+    assert not bad, "forbidden imports: " + "; ".join(sorted(bad))
