@@ -193,3 +193,33 @@ def test_preset_class_conditional_and_errors(data_root):
         preset_config("tpu", "fashion-mnist")
     with pytest.raises(ValueError, match="image data"):
         preset_config("cpu", "moons")
+
+
+def test_cli_data_fashion_mnist_and_cpu_preset_first_steps(data_root, tmp_path):
+    """`scorekit train --data fashion-mnist --preset cpu` resolves the named set and runs its first steps; the run
+    records the preset's network."""
+    import json
+
+    from scorekit.cli import main
+    from scorekit.presets import preset_config
+
+    out = tmp_path / "run"
+    argv = [
+        "train",
+        "--data",
+        "fashion-mnist",
+        "--preset",
+        "cpu",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--out",
+        str(out),
+    ]
+    assert main([*argv, "--checkpoint-every", "2", "--sample-every", "0"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["data"]["shape"] == [1, 28, 28]
+    preset = preset_config("cpu", "fashion-mnist")["network"]
+    assert {k: cfg["network"][k] for k in preset} == preset
+    assert (out / "model.safetensors").is_file()

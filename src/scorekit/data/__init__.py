@@ -12,6 +12,7 @@ python-batches folder, an image folder (PNG / JPEG / BMP, class sub-folders beco
 
 from __future__ import annotations
 
+from ..datasets import is_named_dataset, load_named
 from ..plots import image_grid, save_image_grid, save_scatter
 from .builtin import _load_digits, _load_gmm, _load_toy
 from .dataset import SPLITS, TOY_DATASETS, Dataset, DataTransform, _subset
@@ -55,6 +56,8 @@ def load_data(spec: str, *, split: str = "train", num: int | None = None, seed: 
         return _load_toy(spec, split, num, seed)
     elif spec.startswith("gmm:"):
         return _load_gmm(spec, split, num, seed)
+    elif is_named_dataset(spec):  # fashion-mnist, mnist: IDX folders on disk, never downloaded
+        ds = load_named(spec, split)
     else:
         ds = _load_path(spec, split)
     ds.spec = spec
