@@ -16,7 +16,7 @@ import torch
 
 from scorekit.checkpoint import load_denoiser, save_tensors, write_config
 from scorekit.cli import main as cli_main
-from scorekit.importers import export_diffusers, import_diffusers
+from scorekit.importers import export_diffusers
 from scorekit.importers.diffusers_export import convert_unet_weights, scheduler_for_run, unet_to_diffusers_config
 from scorekit.models.diffusers_unet import DiffusersUNet2D
 from scorekit.models.registry import build_network
@@ -118,16 +118,25 @@ def test_converted_weights_reproduce_the_network(tmp_path):
 
 
 # --- against diffusers ------------------------------------------------------------------------------------------
-def test_edm_run_exports_to_unet2d_and_edm_scheduler(tmp_path):
+def _set_parameterization(run: Path, param: str) -> None:
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["denoiser"]["parameterization"] = param
+    write_config(run, cfg)
+
+
+@pytest.mark.parametrize("param", ["edm", "v"])
+def test_edm_run_exports_to_unet2d_and_edm_scheduler(tmp_path, param):
     diffusers = pytest.importorskip("diffusers")
     run = _make_run(tmp_path, "edm", process="ve", class_conditional=True, num_heads=2)
+    _set_parameterization(run, param)
     out = export_diffusers(run, tmp_path / "out")
     index = json.loads((out / "model_index.json").read_text())
     assert index["unet"] == ["diffusers", "UNet2DModel"] and index["scheduler"][1] == "EDMEulerScheduler"
     unet = diffusers.UNet2DModel.from_pretrained(out / "unet").eval()
     sched = diffusers.EDMEulerScheduler.from_pretrained(out / "scheduler")
     den = load_denoiser(run, ema=False)
-    assert sched.config.sigma_data == den.precond.sigma_data
+    assert sched.config.sigma_data == (den.precond.sigma_data if param == "edm" else 1.0)
+    assert sched.config.prediction_type == ("epsilon" if param == "edm" else "v_prediction")
     assert (sched.config.sigma_min, sched.config.sigma_max) == (den.sigma_min, den.sigma_max)
     x, y = _inputs()
     with torch.no_grad():
@@ -160,14 +169,24 @@ def test_ddpm_run_exports_to_ddpm_scheduler(tmp_path):
             assert _rel(x0, ref) < 1e-5
 
 
-def test_round_trip_through_import_gives_the_same_denoiser(tmp_path):
+@pytest.mark.parametrize(
+    "param, scheduler",
+    [("edm", "EDMEulerScheduler"), ("edm", "EDMDPMSolverMultistepScheduler"), ("v", "EDMEulerScheduler")],
+)
+def test_round_trip_through_import_gives_the_same_denoiser(tmp_path, param, scheduler):
+    """export → `scorekit import diffusers` → the same D (the importer reads diffusers' EDM schedulers as the edm
+    process with log_sigma conditioning); the solver variant shares EDMEulerScheduler's preconditioning."""
     pytest.importorskip("diffusers")
-    run = _make_run(tmp_path, "rt", process="edm", class_conditional=True)
+    run = _make_run(tmp_path, "rt", process="vp", class_conditional=True)
+    _set_parameterization(run, param)
     out = export_diffusers(run, tmp_path / "out")
-    back = import_diffusers(out, tmp_path / "back")
+    sched_file = out / "scheduler" / "scheduler_config.json"
+    sched_file.write_text(json.dumps({**json.loads(sched_file.read_text()), "_class_name": scheduler}))
+    assert cli_main(["import", "diffusers", str(out), "--out", str(tmp_path / "back")]) == 0
+    back = tmp_path / "back"
     cfg = json.loads((back / "config.json").read_text())
     assert cfg["process"]["name"] == "edm"
-    assert (cfg["denoiser"]["parameterization"], cfg["denoiser"]["conditioning"]) == ("edm", "log_sigma")
+    assert (cfg["denoiser"]["parameterization"], cfg["denoiser"]["conditioning"]) == (param, "log_sigma")
     a, b = load_denoiser(run, ema=False), load_denoiser(back, ema=False)
     assert b.null_label == a.null_label == 10 and (b.sigma_min, b.sigma_max) == (a.sigma_min, a.sigma_max)
     x, y = _inputs()
@@ -193,3 +212,27 @@ def test_unrepresentable_denoiser_is_refused_in_one_line(tmp_path, capsys):
     rc = cli_main(["export", "diffusers", "--run", str(run), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and "cannot be represented" in err
+
+
+def test_exported_pipeline_samples_like_scorekit_euler(tmp_path):
+    """model_index.json names ConsistencyModelPipeline, whose loop (scale_model_input → unet(·, t) → step) is the
+    one EDM schedulers need: with EDMEulerScheduler it is EDM's Euler, scorekit's sample_pf_euler in σ-space."""
+    diffusers = pytest.importorskip("diffusers")
+    from scorekit.samplers.ode import sample_pf_euler
+
+    run = _make_run(tmp_path, "pipe", process="edm", class_conditional=True)
+    out = export_diffusers(run, tmp_path / "out")
+    pipe = diffusers.DiffusionPipeline.from_pretrained(out)
+    pipe.set_progress_bar_config(disable=True)
+    assert type(pipe).__name__ == "ConsistencyModelPipeline"
+    _, y = _inputs()
+    g = torch.Generator().manual_seed(3)  # the pipeline's latents check wants 3 channels: draw them alike instead
+    z = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        img = pipe(batch_size=4, class_labels=y, num_inference_steps=5, generator=g, output_type="pt").images
+    sigmas = pipe.scheduler.sigmas.float()
+    assert float(sigmas[-1]) == 0.0
+    x = sample_pf_euler(load_denoiser(run, ema=False), z * pipe.scheduler.init_noise_sigma, sigmas, class_labels=y).x
+    ref = (x / 2 + 0.5).clamp(0, 1)
+    assert 0.05 < float(((ref > 0) & (ref < 1)).float().mean())  # not all clamped
+    assert float((img.reshape(ref.shape) - ref).abs().max()) < 1e-4

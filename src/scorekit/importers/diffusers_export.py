@@ -274,7 +274,7 @@ def export_own_unet(run: str | Path, out: str | Path, *, ema: bool = True, overw
     weights = convert_unet_weights(tensors, net, unet_cfg, str(run / name))
     cls = sched["_class_name"]
     index = {
-        "_class_name": "DDPMPipeline" if cls == "DDPMScheduler" else "DiffusionPipeline",
+        "_class_name": "DDPMPipeline" if cls == "DDPMScheduler" else "ConsistencyModelPipeline",
         "unet": ["diffusers", "UNet2DModel"],
         "scheduler": ["diffusers", cls],
     }
