@@ -236,3 +236,12 @@ def test_exported_pipeline_samples_like_scorekit_euler(tmp_path):
     ref = (x / 2 + 0.5).clamp(0, 1)
     assert 0.05 < float(((ref > 0) & (ref < 1)).float().mean())  # not all clamped
     assert float((img.reshape(ref.shape) - ref).abs().max()) < 1e-4
+
+
+def test_weights_that_disagree_with_the_config_are_refused_in_one_line(tmp_path, capsys):
+    run = _make_run(tmp_path, "mismatch")
+    other = build_network({**TINY, "model_channels": 64})
+    save_tensors(run / "model.safetensors", other.state_dict())
+    rc = cli_main(["export", "diffusers", "--run", str(run), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "shape" in err

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError, load_tensors, read_config, write_json_atomic
+from ..checkpoint import CheckpointError, check_state_dict, load_tensors, read_config, write_json_atomic
 
 __all__ = ["unet_to_diffusers_config", "convert_unet_weights", "scheduler_for_run", "export_own_unet"]
 
@@ -256,11 +256,19 @@ def export_own_unet(run: str | Path, out: str | Path, *, ema: bool = True, overw
     """Write an `arch: "unet"` run as a diffusers folder: model_index.json, unet/ (UNet2DModel), scheduler/."""
     from safetensors.torch import save_file
 
+    from ..models.registry import build_network
+
     run = Path(run)
     cfg = read_config(run)
     net = dict(cfg.get("network") or {})
     unet_cfg = unet_to_diffusers_config(net, str(run))
     sched = scheduler_for_run(cfg, str(run))
+    oc = cfg["denoiser"].get("output_channels")
+    if oc is not None and int(oc) != unet_cfg["out_channels"]:
+        raise ValueError(
+            f"{run}: D reads {oc} of the network's {unet_cfg['out_channels']} output channels (learned variances); "
+            "UNet2DModel export covers networks whose whole output is the prediction"
+        )
     nc = int(net.get("num_classes", 0))
     if nc and int(cfg["data"].get("num_classes", 0)) not in (0, nc):
         raise ValueError(f"{run}: the network has {nc} classes, the data {cfg['data']['num_classes']}")
@@ -271,6 +279,9 @@ def export_own_unet(run: str | Path, out: str | Path, *, ema: bool = True, overw
         raise ValueError(f"--out {out} already holds a diffusers pipeline; choose another folder")
     name = "ema.safetensors" if ema and (run / "ema.safetensors").exists() else "model.safetensors"
     tensors, _ = load_tensors(run / name)
+    with torch.device("meta"):
+        own = build_network(dict(net))
+    tensors = check_state_dict(own, tensors, run / name)  # the run's own weights first: one line if they disagree
     weights = convert_unet_weights(tensors, net, unet_cfg, str(run / name))
     cls = sched["_class_name"]
     index = {
