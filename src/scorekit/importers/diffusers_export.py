@@ -25,7 +25,11 @@ Scheduler (the denoiser D(x, σ) = c_skip·x + c_out·F(c_in·x, c_noise) must b
 - `v` + `log_sigma`: the same scheduler with `sigma_data: 1` and `prediction_type: v_prediction`;
 - `eps` / `v` / `x0` + `index` on the `ddpm` process: `DDPMScheduler` (c_in = √ᾱ, the timestep = the index);
 - anything else (e.g. `eps` on a VP/VE process, whose c_in is the process's scale s(σ), or `t`/`sigma`
-  conditioning) has no diffusers scheduler and is refused.
+  conditioning) has no diffusers scheduler and is refused; so are learned-variance `output_channels`.
+
+model_index.json names `DDPMPipeline` for DDPMScheduler and `ConsistencyModelPipeline` for the EDM scheduler (its
+loop, scale_model_input → unet(·, t) → step, is the one EDM schedulers need; both map samples by x/2 + 0.5).
+unet/config.json carries `_scorekit.num_classes` (ignored by diffusers), which `import diffusers` reads back.
 """
 
 from __future__ import annotations
