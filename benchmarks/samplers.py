@@ -1,14 +1,18 @@
-"""Sampler accuracy vs NFE and per-step overhead, scorekit against k-diffusion and diffusers, on exact denoisers.
+"""Sampling at a budget: sliced W2 vs NFE on exact denoisers of hard Gaussian mixtures, scorekit against
+k-diffusion and diffusers, with the two-sample floor beside every error.
 
-For a Gaussian mixture in 2 and in 16 dimensions the exact D(x, σ) (scorekit.analytic) drives every sampler:
-scorekit's, k-diffusion's (euler, heun, dpm_2, lms, dpmpp_2m; Karras σ, 0.002..80) and diffusers' schedulers
-(Euler, Heun, DPM-Solver++, UniPC, DDIM on the DDPM linear-β chain; default spacing and, where offered, Karras
-σ), all from the same initial noise in the same run. Error: sliced W2 (256 projections) to a fresh reference
-sample of the same size; the two-sample floor is the same statistic between two exact samples. Every method
-integrates the DDPM chain's σ range [0.0100, 157.4] from the same initial noise, so converged methods agree
-and the differences are discretisation error. scorekit's process-space samplers run on that DDPM chain.
+Problems: 8-component mixtures with narrow (per-axis std 0.05–0.5), anisotropic, unequal (weights 0.2–3.2)
+components spread over [−4, 4]^d, in 2-D and 16-D, two mixtures (seeds) each. The exact D(x, σ) (scorekit.analytic)
+drives every sampler from the same initial noise over the DDPM linear-β chain's σ range [0.0100, 157.4] (the chain
+diffusers' schedulers run on). NFE 3, 4, 5, 6, 8, 10.
 
-Overhead: at batch 10,000 in 2-D, wall time minus the time spent inside the denoiser, per denoiser evaluation.
+Methods: scorekit's multistep solvers (dpmpp_2m/3m, ipndm, deis, unipc) on built-in schedules; the same with σ
+schedules tuned by samplers.tuning (32 teacher trajectories + 32 held out, tuned on seeds disjoint from the judged
+ones); the budget planner (`plan_for_budget`: built-in rule, and with the tuned files as a run's schedules/ folder).
+k-diffusion (euler, heun, dpm_2, lms, dpmpp_2m; Karras and exponential σ) and diffusers (UniPC orders 2/3 and
+bh1/bh2, DPM-Solver++, DEIS, Euler, Heun, DDIM; timestep spacing linspace/leading/trailing, Karras, exponential and
+beta σ where the scheduler offers them). Error: sliced W2 (256 fixed projections) to a fresh exact sample of the same
+size; floor: the same statistic between two independent exact samples.
 
 Peers are optional (benchmarks/requirements-bench.txt):
     .venv/bin/pip install diffusers
@@ -16,7 +20,7 @@ Peers are optional (benchmarks/requirements-bench.txt):
 Only k_diffusion.sampling is imported (its package __init__ pulls in training-only dependencies), with an
 import stub for torchvision from benchmarks/_stubs (a real torchvision cannot load beside the CPU torch).
 
-Run:  .venv/bin/python benchmarks/samplers.py [--num 10000] [--quick]
+Run:  PYTHONPATH=src .venv/bin/python benchmarks/samplers.py [--num 4000] [--nfe 3,4,5,6,8,10]
 Writes benchmarks/results/samplers.{md,json,png}.
 """
 
@@ -28,6 +32,7 @@ import inspect
 import json
 import math
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -38,33 +43,29 @@ from scorekit.analytic import GaussianMixture
 from scorekit.metrics import sliced_wasserstein
 from scorekit.processes import DDPM
 from scorekit.samplers import SAMPLERS, get_sigmas
+from scorekit.samplers.budget import plan_for_budget
+from scorekit.samplers.tuning import gmm_fingerprint, save_schedule, tune_schedule
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-BUDGETS = (5, 10, 20)
-# every method integrates the same σ range, that of the DDPM linear-β chain diffusers' schedulers run on
-# (σ(t=0) = 0.0100 … σ(t=999) = 157.4), from the same initial noise z·σ_max
+NFES = (3, 4, 5, 6, 8, 10)
 CHAIN = DDPM(1000, "linear", 1e-4, 0.02)
 SIGMA_MIN, SIGMA_MAX = CHAIN.sigma_min, CHAIN.sigma_max
+TUNED = ("ipndm", "unipc", "deis")
 
 
 # --- problems ------------------------------------------------------------------------------------------------
-def mixtures() -> dict[str, GaussianMixture]:
-    """2-D: eight unequal modes on a ring; 16-D: six random anisotropic components (fixed seed)."""
-    ang = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
-    ring = GaussianMixture(
-        torch.linspace(1.0, 2.0, 8),
-        torch.stack([2 * ang.cos(), 2 * ang.sin()], 1),
-        torch.full((8, 2), 0.03, dtype=torch.float64),
-    )
-    g = torch.Generator().manual_seed(16)
-    k, d = 6, 16
-    hi = GaussianMixture(
-        torch.rand(k, generator=g, dtype=torch.float64) + 0.5,
-        1.5 * torch.randn(k, d, generator=g, dtype=torch.float64),
-        0.05 + 0.45 * torch.rand(k, d, generator=g, dtype=torch.float64),
-    )
-    return {"gmm2d": ring, "gmm16d": hi}
+def hard_mixture(dim: int, seed: int, k: int = 8) -> GaussianMixture:
+    """k components, means uniform in [−4, 4]^dim, per-axis std uniform in [0.05, 0.5], weights in [0.2, 3.2]."""
+    g = torch.Generator().manual_seed(1000 * dim + seed)
+    w = 0.2 + 3 * torch.rand(k, generator=g, dtype=torch.float64)
+    mu = 8 * torch.rand(k, dim, generator=g, dtype=torch.float64) - 4
+    std = 0.05 + 0.45 * torch.rand(k, dim, generator=g, dtype=torch.float64)
+    return GaussianMixture(w, mu, std**2)
+
+
+def mixtures(seeds=(0, 1)) -> dict[str, GaussianMixture]:
+    return {f"{d}d-seed{s}": hard_mixture(d, s) for d in (2, 16) for s in seeds}
 
 
 class TimedDenoiser:
@@ -83,31 +84,53 @@ class TimedDenoiser:
 
 
 # --- scorekit ------------------------------------------------------------------------------------------------
-def ours(name: str, nfe_budget: int, schedule: str | None = None, **opts):
-    """A scorekit sampler configured for ~nfe_budget evaluations; returns run(den, z, gen) -> x."""
+def ours(name: str, nfe: int, schedule="karras", **opts):
+    """A scorekit sampler for `nfe` evaluations on a named schedule or an explicit σ list."""
     spec = SAMPLERS[name]
-    if name in ("heun", "edm_stochastic"):
-        steps = (nfe_budget + 1) // 2
-    elif name == "pc":
-        steps = max(1, nfe_budget // 2)
-    elif name == "annealed_langevin":
-        steps = max(1, (nfe_budget - 1) // opts.get("n_steps_each", 5))
-    elif name == "langevin":
-        steps = max(1, nfe_budget - 1)
-    else:
-        steps = nfe_budget
-    schedule = schedule or spec.default_schedule
-    process = None if spec.default_schedule in ("karras", "log") else CHAIN
+    steps = (nfe + 1) // 2 if name == "heun" else nfe
 
     def run(den, z, gen):
-        if process is None:
-            sig = get_sigmas(schedule, steps, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX)
+        if isinstance(schedule, str):
+            proc = CHAIN if schedule == "uniform_t" else None
+            sig = get_sigmas(schedule, steps, process=proc, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX)
         else:
-            sig = get_sigmas(schedule, steps, process=process)
-        x = float(sig[0]) * z
-        return spec.fn(den, x, sig, process=process, generator=gen, **opts).x
+            sig = torch.as_tensor(schedule, dtype=torch.float64)
+        return spec.fn(den, float(sig[0]) * z, sig.to(z.dtype), generator=gen, **opts).x
 
     return run
+
+
+def from_plan(plan):
+    def run(den, z, gen):
+        sig = plan.sigmas_tensor(sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX)
+        return SAMPLERS[plan.sampler].fn(den, float(sig[0]) * z, sig.to(z.dtype), **plan.options).x
+
+    return run
+
+
+def tune_all(gmm, nfes, folder: Path, teachers: int, seed: int) -> dict:
+    """Tuned schedule files for every solver in TUNED and NFE, written to folder (a run's schedules/); each starts
+    from the budget planner's built-in rule for that solver."""
+    den = gmm.denoiser()
+    out = {}
+    for n in nfes:
+        for name in TUNED:
+            plan = plan_for_budget(n, sampler=name, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX)
+            t = time.perf_counter()
+            res = tune_schedule(
+                den, name, n, shape=(gmm.dim,), start=plan.sigmas_tensor(), options=plan.options,
+                sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, teachers=teachers, seed=seed, model=gmm_fingerprint(gmm),
+            )  # fmt: skip
+            res["seconds"] = time.perf_counter() - t
+            save_schedule(folder / f"{name}-nfe{n}.json", res)
+            out[(name, n)] = res
+            e = res["endpoint_rms"]
+            print(
+                f"  tuned {name:6s} NFE {n:2d}: {res['chosen']:5s} held-out RMS {e['heldout_tuned']:.4f} "
+                f"(start {e['heldout_start']:.4f}) {res['seconds']:.1f}s",
+                flush=True,
+            )
+    return out
 
 
 # --- k-diffusion ---------------------------------------------------------------------------------------------
@@ -124,12 +147,16 @@ def load_k_diffusion():
     return sampling
 
 
-def kdiff(sampling, name: str, nfe_budget: int):
+def kdiff(sampling, name: str, nfe: int, schedule: str):
     fn = getattr(sampling, f"sample_{name}")
-    steps = (nfe_budget + 1) // 2 if name in ("heun", "dpm_2") else nfe_budget
+    steps = (nfe + 1) // 2 if name in ("heun", "dpm_2") else nfe
 
     def run(den, z, gen):
-        sig = sampling.get_sigmas_karras(steps, SIGMA_MIN, SIGMA_MAX, rho=7.0).to(z.dtype)
+        if schedule == "karras":
+            sig = sampling.get_sigmas_karras(steps, SIGMA_MIN, SIGMA_MAX, rho=7.0)
+        else:
+            sig = sampling.get_sigmas_exponential(steps, SIGMA_MIN, SIGMA_MAX)
+        sig = sig.to(z.dtype)
         return fn(den, z * sig[0], sig, disable=True)
 
     return run
@@ -137,11 +164,25 @@ def kdiff(sampling, name: str, nfe_budget: int):
 
 # --- diffusers -----------------------------------------------------------------------------------------------
 DIFFUSERS = {
-    "Euler": "EulerDiscreteScheduler",
-    "Heun": "HeunDiscreteScheduler",
-    "DPM-Solver++": "DPMSolverMultistepScheduler",
-    "UniPC": "UniPCMultistepScheduler",
-    "DDIM": "DDIMScheduler",
+    "UniPC": ("UniPCMultistepScheduler", {}),
+    # bh1 with a final σ of 0 gives NaN in diffusers (B(h) = −h is infinite on the last step): end at σ_min
+    "UniPC-3-bh1": (
+        "UniPCMultistepScheduler",
+        {"solver_order": 3, "solver_type": "bh1", "final_sigmas_type": "sigma_min"},
+    ),
+    "DPM-Solver++": ("DPMSolverMultistepScheduler", {}),
+    "DEIS": ("DEISMultistepScheduler", {}),
+    "Euler": ("EulerDiscreteScheduler", {}),
+    "Heun": ("HeunDiscreteScheduler", {}),
+    "DDIM": ("DDIMScheduler", {}),
+}
+SPACINGS = {
+    "": {},
+    "+leading": {"timestep_spacing": "leading"},
+    "+trailing": {"timestep_spacing": "trailing"},
+    "+karras": {"use_karras_sigmas": True},
+    "+exponential": {"use_exponential_sigmas": True},
+    "+beta": {"use_beta_sigmas": True},
 }
 
 
@@ -153,24 +194,30 @@ def load_diffusers():
     return diffusers
 
 
-def diffusers_run(diffusers, label: str, nfe_budget: int, karras: bool):
-    cls = getattr(diffusers, DIFFUSERS[label])
-    kw = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
-    if karras:
-        kw["use_karras_sigmas"] = True
-    steps = (nfe_budget + 1) // 2 if label == "Heun" else nfe_budget
-
+def diffusers_run(diffusers, label: str, nfe: int, extra: dict):
+    clsname, kw0 = DIFFUSERS[label]
+    cls = getattr(diffusers, clsname)
+    kw = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02, **kw0, **extra)
+    steps = (nfe + 1) // 2 if label == "Heun" else nfe
     takes_generator = "generator" in inspect.signature(cls.step).parameters
+    acp = None
 
     def run(den, z, gen):
+        nonlocal acp
         sched = cls(**kw)
         sched.set_timesteps(steps)
+        acp = sched.alphas_cumprod.to(torch.float64)
         x = z * sched.init_noise_sigma
-        for t in sched.timesteps:
+        sigmas = getattr(sched, "sigmas", None)
+        for i, t in enumerate(sched.timesteps):
             inp = sched.scale_model_input(x, t)
-            # model input is VP-space x·s(σ): recover σ from the timestep on the DDPM chain, then ε from D
-            sigma = CHAIN.sigma((torch.as_tensor(t, dtype=torch.float64) + 1) / 1000).to(x.dtype)
-            xh = inp * (1 + sigma**2).sqrt()
+            if sigmas is not None and len(sigmas) > i:  # the scheduler's own σ for this evaluation
+                sigma = torch.as_tensor(sigmas[i], dtype=torch.float64)
+            else:
+                a = acp[int(t)]
+                sigma = ((1 - a) / a).sqrt()
+            sigma = sigma.to(x.dtype)
+            xh = inp * (1 + sigma**2).sqrt()  # model input is VP-space x·s(σ)
             eps = (xh - den(xh, sigma.expand(x.shape[0]))) / sigma
             x = (sched.step(eps, t, x, generator=gen) if takes_generator else sched.step(eps, t, x)).prev_sample
         return x
@@ -178,142 +225,146 @@ def diffusers_run(diffusers, label: str, nfe_budget: int, karras: bool):
     return run
 
 
+def diffusers_ok(diffusers, label, extra) -> bool:
+    clsname, kw0 = DIFFUSERS[label]
+    params = inspect.signature(getattr(diffusers, clsname).__init__).parameters
+    return all(k in params for k in extra)
+
+
 # --- the benchmark -------------------------------------------------------------------------------------------
-def methods(budget: int, kd, df) -> dict:
+def methods(nfe: int, kd, df, tuned_dir: Path | None) -> dict:
     m = {}
-    for name in ("euler_maruyama", "reverse_diffusion", "pc", "ancestral", "ddim", "pf_euler"):
-        m[f"scorekit:{name}"] = ours(name, budget)
-    for name in ("heun", "edm_stochastic", "dpmpp_2m", "dpmpp_3m"):
-        m[f"scorekit:{name}"] = ours(name, budget)
-    for name in ("dpmpp_2m", "dpmpp_3m"):
-        m[f"scorekit:{name}+logsnr"] = ours(name, budget, schedule="logsnr")
-    m["scorekit:annealed_langevin"] = ours("annealed_langevin", budget, n_steps_each=1, step_scale=1.0)
+    m["scorekit:dpmpp_2m"] = ours("dpmpp_2m", nfe)
+    m["scorekit:dpmpp_3m"] = ours("dpmpp_3m", nfe)
+    for name in ("dpmpp_2m", "dpmpp_3m", "ipndm", "deis", "unipc"):
+        m[f"scorekit:{name}+logsnr"] = ours(name, nfe, "logsnr")
+    for name in ("ipndm", "deis", "unipc"):
+        m[f"scorekit:{name}"] = ours(name, nfe)
+    m["scorekit:budget(rule)"] = from_plan(plan_for_budget(nfe, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX))
+    if tuned_dir is not None:
+        for name in TUNED:
+            path = tuned_dir / "schedules" / f"{name}-nfe{nfe}.json"
+            if path.is_file():
+                m[f"scorekit:{name}+tuned"] = from_plan(plan_for_budget(nfe, tuned_schedule_path=path))
+        m["scorekit:budget"] = from_plan(plan_for_budget(nfe, run_dir=tuned_dir))
     if kd is not None:
         for name in ("euler", "heun", "dpm_2", "lms", "dpmpp_2m"):
-            m[f"k-diffusion:{name}"] = kdiff(kd, name, budget)
+            for sched in ("karras", "exponential"):
+                m[f"k-diffusion:{name}+{sched}"] = kdiff(kd, name, nfe, sched)
     if df is not None:
         for label in DIFFUSERS:
-            m[f"diffusers:{label}"] = diffusers_run(df, label, budget, karras=False)
-            if label in ("Euler", "Heun", "DPM-Solver++", "UniPC"):
-                m[f"diffusers:{label}+karras"] = diffusers_run(df, label, budget, karras=True)
+            for sp, extra in SPACINGS.items():
+                if label == "DDIM" and sp not in ("", "+leading", "+trailing"):
+                    continue
+                if diffusers_ok(df, label, extra):
+                    m[f"diffusers:{label}{sp}"] = diffusers_run(df, label, nfe, extra)
     return m
 
 
-def accuracy(gmm, num, budgets, kd, df, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ref = gmm.sample(num, g)[0].float()
-    floor = sliced_wasserstein(gmm.sample(num, g)[0].float(), ref)
-    z = torch.randn(num, gmm.dim, generator=torch.Generator().manual_seed(seed + 1))
+def _sw(a, b):
+    return sliced_wasserstein(a, b, generator=torch.Generator().manual_seed(5))
+
+
+def accuracy(gmm, num, nfes, kd, df, tuned_dir, seed=0):
+    g = torch.Generator().manual_seed(seed + 100)  # disjoint from the tuning seeds
+    ref = gmm.sample(num, g)[0]
+    floor = _sw(gmm.sample(num, g)[0], ref)
+    z = torch.randn(num, gmm.dim, generator=torch.Generator().manual_seed(seed + 101), dtype=torch.float64)
     rows = []
-    for budget in budgets:
-        for label, run in methods(budget, kd, df).items():
+    for nfe in nfes:
+        for label, run in methods(nfe, kd, df, tuned_dir).items():
             den = TimedDenoiser(gmm)
-            x = run(den, z.clone(), torch.Generator().manual_seed(seed + 2))
-            ok = bool(torch.isfinite(x).all())
-            w2 = sliced_wasserstein(x.double(), ref) if ok else float("nan")
-            rows.append({"method": label, "budget": budget, "nfe": den.calls, "sw2": w2})
-            print(f"  {label:34s} budget {budget:3d}  nfe {den.calls:3d}  sliced W2 {w2:.4f}", flush=True)
-    # the adaptive solver: NFE is whatever the tolerance costs
-    for tol in (1e-2, 1e-3, 1e-4):
-        den = TimedDenoiser(gmm)
-        sig = get_sigmas("uniform_t", 2, process=CHAIN)
-        x = SAMPLERS["rk45"].fn(den, float(sig[0]) * z.clone(), sig, process=CHAIN, rtol=tol, atol=tol).x
-        w2 = sliced_wasserstein(x.double(), ref)
-        rows.append({"method": f"scorekit:rk45(tol={tol:g})", "budget": None, "nfe": den.calls, "sw2": w2})
-        print(f"  scorekit:rk45 tol {tol:g}  nfe {den.calls}  sliced W2 {w2:.4f}", flush=True)
+            try:
+                x = run(den, z.clone(), torch.Generator().manual_seed(seed + 102))
+                ok = bool(torch.isfinite(x).all())
+            except Exception as e:  # a peer option that does not run here
+                print(f"  {label}: {type(e).__name__}: {e}", flush=True)
+                continue
+            w2 = _sw(x.double(), ref) if ok else float("nan")
+            rows.append({"method": label, "nfe_budget": nfe, "nfe": den.calls, "sw2": w2})
+        best = min((r for r in rows if r["nfe_budget"] == nfe and math.isfinite(r["sw2"])), key=lambda r: r["sw2"])
+        print(f"  NFE {nfe}: floor {floor:.4f}, best {best['method']} {best['sw2']:.4f}", flush=True)
     return floor, rows
 
 
-def overhead(num, kd, df, steps=20, repeats=5):
-    """Seconds per denoiser evaluation spent outside the denoiser, batch `num`, 2-D: the minimum over `repeats`
-    round-robin passes (every method measured once per pass, so machine load hits all alike)."""
-    gmm = mixtures()["gmm2d"]
-    z = torch.randn(num, 2, generator=torch.Generator().manual_seed(7))
-    runs = {k: v for k, v in methods(steps, kd, df).items() if "langevin" not in k}
-    best = dict.fromkeys(runs, float("inf"))
-    for _ in range(repeats):
-        for label, run in runs.items():
-            den = TimedDenoiser(gmm)
-            t = time.perf_counter()
-            run(den, z.clone(), torch.Generator().manual_seed(1))
-            total = time.perf_counter() - t
-            best[label] = min(best[label], (total - den.seconds) / den.calls)
-    for label, v in best.items():
-        print(f"  {label:34s} overhead {v * 1e6:8.1f} µs / evaluation", flush=True)
-    return best
-
-
-OVERHEAD_PAIRS = [
-    ("scorekit:pf_euler", ("k-diffusion:euler", "diffusers:Euler")),
-    ("scorekit:heun", ("k-diffusion:heun", "diffusers:Heun")),
-    ("scorekit:dpmpp_2m", ("k-diffusion:dpmpp_2m", "diffusers:DPM-Solver++")),
-    ("scorekit:ddim", ("diffusers:DDIM",)),
-    ("scorekit:dpmpp_3m", ("k-diffusion:lms", "diffusers:UniPC")),
-]
-
-
-def best_at(rows, budget, prefix):
-    cand = [r for r in rows if r["method"].startswith(prefix) and r["budget"] == budget and math.isfinite(r["sw2"])]
+def best_at(rows, nfe, prefix, exclude=()):
+    cand = [
+        r
+        for r in rows
+        if r["method"].startswith(prefix)
+        and r["method"] not in exclude
+        and r["nfe_budget"] == nfe
+        and r["nfe"] <= nfe
+        and math.isfinite(r["sw2"])
+    ]
     return min(cand, key=lambda r: r["sw2"]) if cand else None
+
+
+def _peer(rows, nfe):
+    peers = [q for q in (best_at(rows, nfe, pre) for pre in ("k-diffusion:", "diffusers:")) if q is not None]
+    return min(peers, key=lambda r: r["sw2"]) if peers else None
 
 
 def write(results, path_md, path_json, path_png):
     path_json.write_text(json.dumps(results, indent=2))
-    lines = ["# Samplers: sliced W2 vs NFE on exact Gaussian-mixture denoisers", ""]
-    lines.append(f"Command: `{results['command']}`  (peers: {results['peers']})")
-    lines.append("")
+    nfes = results["nfes"]
+    L = ["# Sampling at a budget: sliced W2 vs NFE on exact Gaussian-mixture denoisers", ""]
+    L.append(f"Command: `{results['command']}`  (peers: {results['peers']}; torch {results['torch']})")
+    L.append("")
+    L.append(
+        "Each cell: sliced W2 to a fresh exact sample, and in brackets its ratio to the two-sample floor (two "
+        "independent exact samples of the same size). `budget` = `plan_for_budget(N, run_dir=…)` with the tuned "
+        "files of this mixture (tuned on other seeds); `budget(rule)` = the built-in rule with no tuned file."
+    )
+    L.append("")
+    L.append("## Summary: targets (budget ≤ 0.6 × best peer at NFE 4 and 5; ≤ 1.2 × floor at NFE 6)")
+    L.append("")
+    L.append("| problem | NFE | floor | budget | budget(rule) | best peer | budget / peer | budget / floor |")
+    L.append("|---|---|---|---|---|---|---|---|")
     for prob, res in results["accuracy"].items():
-        lines.append(f"## {prob}: two-sample floor {res['floor']:.4f} (n = {results['num']})")
-        lines.append("")
-        budgets = results["budgets"]
-        lines.append("| method | " + " | ".join(f"NFE≤{b}" for b in budgets) + " |")
-        lines.append("|---|" + "---|" * len(budgets))
-        names = list(dict.fromkeys(r["method"] for r in res["rows"] if r["budget"] is not None))
+        rows, floor = res["rows"], res["floor"]
+        for n in nfes:
+            b = next((r for r in rows if r["method"] == "scorekit:budget" and r["nfe_budget"] == n), None)
+            br = next((r for r in rows if r["method"] == "scorekit:budget(rule)" and r["nfe_budget"] == n), None)
+            p = _peer(rows, n)
+            bcell = f"{b['sw2']:.4f}" if b else "n/a"
+            brcell = f"{br['sw2']:.4f}" if br else "n/a"
+            pcell = f"{p['method']} {p['sw2']:.4f}" if p else "n/a"
+            ratio = f"{b['sw2'] / p['sw2']:.2f}" if b and p else "n/a"
+            fr = f"{b['sw2'] / floor:.2f}" if b else "n/a"
+            L.append(f"| {prob} | {n} | {floor:.4f} | {bcell} | {brcell} | {pcell} | {ratio} | {fr} |")
+    L.append("")
+    for prob, res in results["accuracy"].items():
+        rows, floor = res["rows"], res["floor"]
+        L.append(f"## {prob}: two-sample floor {floor:.4f} (n = {results['num']})")
+        L.append("")
+        L.append("| method | " + " | ".join(f"NFE {n}" for n in nfes) + " |")
+        L.append("|---|" + "---|" * len(nfes))
+        names = list(dict.fromkeys(r["method"] for r in rows))
         for name in names:
             cells = []
-            for b in budgets:
-                r = next(r for r in res["rows"] if r["method"] == name and r["budget"] == b)
-                cells.append(f"{r['sw2']:.4f} ({r['nfe']})")
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        for r in res["rows"]:
-            if r["budget"] is None:
-                cell = f"adaptive: {r['sw2']:.4f} at NFE {r['nfe']}"
-                lines.append(f"| {r['method']} | {cell} |" + " |" * (len(budgets) - 1))
-        lines.append("")
-        lines.append("| budget | best scorekit | best peer | ours ≤ peer |")
-        lines.append("|---|---|---|---|")
-        for b in budgets:
-            o, p = best_at(res["rows"], b, "scorekit:"), None
-            peers = [best_at(res["rows"], b, pre) for pre in ("k-diffusion:", "diffusers:")]
-            peers = [q for q in peers if q is not None]
-            p = min(peers, key=lambda r: r["sw2"]) if peers else None
-            pcell = f"{p['method']} {p['sw2']:.4f}" if p else "n/a"
-            verdict = "yes" if p is None or o["sw2"] <= p["sw2"] else "no"
-            lines.append(f"| {b} | {o['method']} {o['sw2']:.4f} | {pcell} | {verdict} |")
-        lines.append("")
-    if results.get("overhead"):
-        batch = results["overhead_batch"]
-        lines.append(f"## Overhead per denoiser evaluation, batch {batch}, 2-D (µs, best of 5 passes)")
-        lines.append("")
-        lines.append("| method | µs / evaluation |")
-        lines.append("|---|---|")
-        for k, v in sorted(results["overhead"].items(), key=lambda kv: kv[1]):
-            lines.append(f"| {k} | {v * 1e6:.1f} |")
-        lines.append("")
-        lines.append("Same algorithm, side by side (µs / evaluation):")
-        lines.append("")
-        lines.append("| scorekit | µs | peers | µs | ours ≤ every peer |")
-        lines.append("|---|---|---|---|---|")
-        ov = results["overhead"]
-        for mine, theirs in OVERHEAD_PAIRS:
-            have = [t for t in theirs if t in ov]
-            if mine not in ov or not have:
-                continue
-            cells = ", ".join(f"{t} {ov[t] * 1e6:.1f}" for t in have)
-            ok = "yes" if all(ov[mine] <= ov[t] for t in have) else "no"
-            lines.append(f"| {mine} | {ov[mine] * 1e6:.1f} | {cells} | {ok} |")
-        lines.append("")
-    path_md.write_text("\n".join(lines) + "\n")
+            for n in nfes:
+                r = next((r for r in rows if r["method"] == name and r["nfe_budget"] == n), None)
+                if r is None:
+                    cells.append("–")
+                else:
+                    over = "" if r["nfe"] <= n else f" NFE {r['nfe']}"
+                    cells.append(f"{r['sw2']:.4f} ({r['sw2'] / floor:.1f}×){over}")
+            L.append(f"| {name} | " + " | ".join(cells) + " |")
+        L.append("")
+    if results.get("tuning"):
+        L.append("## Tuning cost and held-out check (endpoint RMS vs the teacher on held-out trajectories)")
+        L.append("")
+        L.append("| problem | solver | NFE | chosen | held-out tuned | held-out start | seconds |")
+        L.append("|---|---|---|---|---|---|---|")
+        for prob, items in results["tuning"].items():
+            for t in items:
+                L.append(
+                    f"| {prob} | {t['sampler']} | {t['nfe']} | {t['chosen']} | {t['heldout_tuned']:.4f} | "
+                    f"{t['heldout_start']:.4f} | {t['seconds']:.1f} |"
+                )
+        L.append("")
+    path_md.write_text("\n".join(L) + "\n")
 
     import matplotlib
 
@@ -321,39 +372,210 @@ def write(results, path_md, path_json, path_png):
     import matplotlib.pyplot as plt
 
     probs = list(results["accuracy"])
-    fig, axes = plt.subplots(1, len(probs), figsize=(8 * len(probs), 6))
-    for ax, prob in zip(axes if len(probs) > 1 else [axes], probs):
+    fig, axes = plt.subplots(1, len(probs), figsize=(5 * len(probs), 4.5), squeeze=False)
+    for ax, prob in zip(axes[0], probs):
         res = results["accuracy"][prob]
-        names = list(dict.fromkeys(r["method"] for r in res["rows"] if r["budget"] is not None))
-        colors = plt.cm.tab20.colors + plt.cm.tab20b.colors
-        for k, name in enumerate(names):
-            pts = sorted((r["nfe"], r["sw2"]) for r in res["rows"] if r["method"] == name)
-            style = "-" if name.startswith("scorekit") else ("--" if name.startswith("k-diff") else ":")
-            lw = 2.2 if "logsnr" in name else 1.0
-            ax.plot(*zip(*pts), style, marker="o", ms=3, lw=lw, color=colors[k % len(colors)], label=name)
+        rows = res["rows"]
+        show = {
+            "scorekit:budget": ("C3", "-", 2.5),
+            "scorekit:budget(rule)": ("C1", "-", 1.5),
+            "scorekit:dpmpp_2m": ("C7", "-", 1.0),
+        }
+        for name, (c, ls, lw) in show.items():
+            pts = sorted((r["nfe_budget"], r["sw2"]) for r in rows if r["method"] == name)
+            if pts:
+                ax.plot(*zip(*pts), ls, color=c, lw=lw, marker="o", ms=3, label=name)
+        for pre, c in (("k-diffusion:", "C0"), ("diffusers:", "C2")):
+            pts = [(n, best_at(rows, n, pre)) for n in results["nfes"]]
+            pts = [(n, r["sw2"]) for n, r in pts if r is not None]
+            if pts:
+                ax.plot(*zip(*pts), "--", color=c, marker="s", ms=3, label=f"best {pre.rstrip(':')}")
         ax.axhline(res["floor"], color="k", lw=0.8, label="two-sample floor")
-        ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_ylim(0.5 * res["floor"], 2.0)
         ax.set_xlabel("NFE")
-        ax.set_ylabel("sliced W2 to reference")
+        ax.set_ylabel("sliced W2")
         ax.set_title(prob)
-    axes_list = axes if len(probs) > 1 else [axes]
-    axes_list[-1].legend(fontsize=6, ncol=2, loc="upper right")
+    axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path_png, dpi=120)
+    fig.savefig(path_png, dpi=110)
+
+
+# --- digits: a trained score model (the quickstart's), FID in the pinned digits classifier's features -----------
+def digits(run_dir: str, nfes, num: int, kd, out: Path, teachers: int = 32):
+    """FID / precision / recall (scorekit.metrics, digits classifier features) of `num` samples per method; the floor
+    is the same statistic for `num` held-out test digits."""
+    from scorekit.checkpoint import load_denoiser, read_config
+    from scorekit.data import DataTransform, load_data
+    from scorekit.metrics.evaluate import evaluate_samples
+    from scorekit.samplers.tuning import run_fingerprint
+
+    cfg = read_config(run_dir)
+    den = load_denoiser(run_dir, ema=True)
+    proc = den.process
+    smin, smax = float(proc.sigma_min), float(proc.sigma_max)
+    shape = tuple(cfg["data"]["shape"])
+    transform = DataTransform.from_config(cfg["data"]["transform"])
+    torch.set_grad_enabled(False)
+
+    def metrics(x_user):
+        r = evaluate_samples(x_user, "digits", metrics="fid,pr", seed=0)
+        return {k: r[k] for k in ("fid", "precision", "recall") if k in r}
+
+    test = load_data("digits", split="test")  # model range; the floor: held-out digits against the reference
+    floor = metrics(test.transform.to_user(test.data[:num]))
+    z = torch.randn(num, *shape, generator=torch.Generator().manual_seed(101))
+    rows, tuning = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        sched_dir = Path(tmp) / "schedules"
+        for n in nfes:
+            for name in TUNED[:2]:
+                plan = plan_for_budget(n, sampler=name, sigma_min=smin, sigma_max=smax)
+                t = time.process_time()
+                res = tune_schedule(
+                    den, name, n, shape=shape, start=plan.sigmas_tensor(), options=plan.options, sigma_min=smin,
+                    sigma_max=smax, teachers=teachers, seed=0, model=run_fingerprint(run_dir), dtype=torch.float32,
+                )  # fmt: skip
+                cpu = time.process_time() - t
+                save_schedule(sched_dir / f"{name}-nfe{n}.json", res)
+                e = res["endpoint_rms"]
+                tuning.append({"sampler": name, "nfe": n, "chosen": res["chosen"], "cpu_seconds": cpu,
+                               "heldout_tuned": e["heldout_tuned"], "heldout_start": e["heldout_start"]})  # fmt: skip
+                print(f"  digits tuned {name} NFE {n}: {res['chosen']} {cpu:.1f} CPU-s", flush=True)
+            cand = {
+                "scorekit:dpmpp_2m+karras": ("dpmpp_2m", get_sigmas("karras", n, sigma_min=smin, sigma_max=smax), {}),
+                "scorekit:budget(rule)": None,
+                "scorekit:budget": None,
+            }
+            for label in list(cand):
+                if label.startswith("scorekit:budget"):
+                    plan = plan_for_budget(
+                        n, sigma_min=smin, sigma_max=smax, run_dir=Path(tmp) if label == "scorekit:budget" else None
+                    )
+                    cand[label] = (plan.sampler, plan.sigmas_tensor(), plan.options)
+            for label, (name, sig, opts) in cand.items():
+                sig = sig.to(torch.float32)
+                x = SAMPLERS[name].fn(den, float(sig[0]) * z, sig, **opts).x
+                rows.append({"method": label, "nfe": n, **metrics(transform.to_user(x))})
+            if kd is not None:
+                for name in ("dpmpp_2m", "lms", "euler"):
+                    sig = kd.get_sigmas_karras(n, smin, smax, rho=7.0)
+                    x = getattr(kd, f"sample_{name}")(den, z * sig[0], sig, disable=True)
+                    rows.append({"method": f"k-diffusion:{name}+karras", "nfe": n, **metrics(transform.to_user(x))})
+            for r in rows[-6:]:
+                print(f"  digits NFE {n}: {r['method']} fid {r.get('fid', float('nan')):.3f}", flush=True)
+    res = {"run": str(run_dir), "num": num, "nfes": list(nfes), "floor": floor, "rows": rows, "tuning": tuning}
+    out.with_suffix(".json").write_text(json.dumps(res, indent=2))
+    L = ["# Digits (quickstart score model): FID / precision / recall in the pinned digits classifier's features", ""]
+    cmd = f"--digits {run_dir} --digits-num {num} --nfe {','.join(map(str, nfes))} --teachers {teachers}"
+    L.append(f"Command: `PYTHONPATH=src python benchmarks/samplers.py {cmd}`")
+    L.append("")
+    if floor:
+        f = {k: floor.get(k, float("nan")) for k in ("fid", "precision", "recall")}
+        n_test = len(test.data[:num])
+        L.append(f"Floor ({n_test} held-out test digits): FID {f['fid']:.3f}, precision {f['precision']:.3f}, "
+                 f"recall {f['recall']:.3f}")  # fmt: skip
+        L.append("")
+    L.append("| method | " + " | ".join(f"NFE {n}: FID / P / R" for n in nfes) + " |")
+    L.append("|---|" + "---|" * len(nfes))
+    for name in dict.fromkeys(r["method"] for r in rows):
+        cells = []
+        for n in nfes:
+            r = next((r for r in rows if r["method"] == name and r["nfe"] == n), None)
+            cells.append(f"{r['fid']:.3f} / {r['precision']:.2f} / {r['recall']:.2f}" if r else "–")
+        L.append(f"| {name} | " + " | ".join(cells) + " |")
+    L.append("")
+    L.append("| tuned | NFE | chosen | held-out RMS tuned / start | CPU seconds |")
+    L.append("|---|---|---|---|---|")
+    for t in tuning:
+        L.append(f"| {t['sampler']} | {t['nfe']} | {t['chosen']} | {t['heldout_tuned']:.4f} / "
+                 f"{t['heldout_start']:.4f} | {t['cpu_seconds']:.1f} |")  # fmt: skip
+    out.with_suffix(".md").write_text("\n".join(L) + "\n")
+    print(out.with_suffix(".md").read_text())
+
+
+# --- which built-in schedule suits each existing sampler at few steps -------------------------------------------
+SCHEDULE_SAMPLERS = (
+    "euler_maruyama", "reverse_diffusion", "ancestral", "ddim", "pf_euler", "heun", "edm_stochastic",
+    "dpmpp_2m", "dpmpp_3m", "ipndm", "deis", "unipc",
+)  # fmt: skip
+SCHEDULE_NAMES = ("karras", "logsnr", "log", "uniform_t")
+
+
+def schedules_table(num: int, nfes, out: Path, seed: int = 0):
+    """Sliced W2 / floor of every fixed-step sampler (defaults) on every built-in schedule, NFE ≤ N, on the first 2-D
+    and 16-D mixture; process-space samplers run on the DDPM chain, σ-space ones in σ over the same range."""
+    rows = []
+    probs = {k: v for k, v in mixtures((seed,)).items()}
+    for prob, gmm in probs.items():
+        g = torch.Generator().manual_seed(seed + 100)
+        ref = gmm.sample(num, g)[0]
+        floor = _sw(gmm.sample(num, g)[0], ref)
+        z = torch.randn(num, gmm.dim, generator=torch.Generator().manual_seed(seed + 101), dtype=torch.float64)
+        for name in SCHEDULE_SAMPLERS:
+            spec = SAMPLERS[name]
+            proc = None if spec.default_schedule == "karras" else CHAIN
+            for n in nfes:
+                steps = (n + 1) // 2 if name in ("heun", "edm_stochastic") else n
+                for sched in SCHEDULE_NAMES:
+                    sig = get_sigmas(sched, steps, process=CHAIN if (proc or sched == "uniform_t") else None,
+                                     sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX)  # fmt: skip
+                    x = spec.fn(gmm.denoiser(), float(sig[0]) * z, sig, process=proc,
+                                generator=torch.Generator().manual_seed(seed + 102)).x  # fmt: skip
+                    e = _sw(x, ref) if torch.isfinite(x).all() else float("nan")
+                    rows.append({"problem": prob, "sampler": name, "nfe": n, "schedule": sched, "ratio": e / floor})
+            print(f"  {prob} {name}", flush=True)
+    out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+    L = ["# Which built-in σ schedule suits each sampler at few steps (sliced W2 / two-sample floor)", ""]
+    L.append(f"Command: `PYTHONPATH=src python benchmarks/samplers.py --schedules --num {num} "
+             f"--nfe {','.join(map(str, nfes))}`. Mixtures: {', '.join(probs)}; default options; NFE ≤ N.")  # fmt: skip
+    L.append("")
+    L.append("| sampler | NFE | " + " | ".join(f"{p}: " + " / ".join(SCHEDULE_NAMES) for p in probs) + " | best |")
+    L.append("|---|---|" + "---|" * len(probs) + "---|")
+    for name in SCHEDULE_SAMPLERS:
+        for n in nfes:
+            cells, mean = [], {}
+            for prob in probs:
+                vals = []
+                for sched in SCHEDULE_NAMES:
+                    r = next(
+                        r
+                        for r in rows
+                        if (r["problem"], r["sampler"], r["nfe"], r["schedule"]) == (prob, name, n, sched)
+                    )
+                    v = r["ratio"] if math.isfinite(r["ratio"]) else 1e9
+                    mean[sched] = mean.get(sched, 0.0) + v / len(probs)
+                    vals.append(f"{v:.2f}" if v < 1000 else ">1000")
+                cells.append(" / ".join(vals))
+            best = min(mean, key=mean.get)
+            L.append(f"| {name} | {n} | " + " | ".join(cells) + f" | {best} |")
+    out.with_suffix(".md").write_text("\n".join(L) + "\n")
+    print(out.with_suffix(".md").read_text())
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--num", type=int, default=10000, help="samples per method (and reference)")
-    ap.add_argument("--budgets", type=str, default="5,10,20,50")
-    ap.add_argument("--overhead-batch", type=int, default=10000)
-    ap.add_argument("--no-overhead", action="store_true")
+    ap.add_argument("--num", type=int, default=4000, help="samples per method (and reference)")
+    ap.add_argument("--nfe", type=str, default=",".join(map(str, NFES)))
+    ap.add_argument("--seeds", type=str, default="0,1", help="mixture seeds (each in 2-D and 16-D)")
+    ap.add_argument("--teachers", type=int, default=32, help="teacher trajectories per tuning (and as many held out)")
+    ap.add_argument("--no-tuning", action="store_true")
     ap.add_argument("--out", type=str, default=str(RESULTS / "samplers"))
     ap.add_argument("--report-only", action="store_true", help="rewrite the .md/.png from an existing .json")
+    ap.add_argument("--digits", default=None, metavar="RUN", help="only the digits part, on this run directory")
+    ap.add_argument("--digits-num", type=int, default=1000)
+    ap.add_argument("--schedules", action="store_true", help="only the sampler × built-in schedule table")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if args.schedules:
+        torch.set_num_threads(1)
+        nfes = tuple(int(b) for b in args.nfe.split(","))
+        schedules_table(args.num, nfes, RESULTS / "samplers_schedules")
+        return
+    if args.digits:
+        torch.set_num_threads(1)
+        nfes = tuple(int(b) for b in args.nfe.split(","))
+        digits(args.digits, nfes, args.digits_num, load_k_diffusion(), RESULTS / "samplers_digits", args.teachers)
+        return
     if args.report_only:
         results = json.loads(out.with_suffix(".json").read_text())
         write(results, out.with_suffix(".md"), out.with_suffix(".json"), out.with_suffix(".png"))
@@ -362,25 +584,41 @@ def main(argv=None):
     torch.set_num_threads(1)
     kd, df = load_k_diffusion(), load_diffusers()
     peers = ", ".join(p for p, m in (("k-diffusion", kd), ("diffusers", df)) if m is not None) or "none installed"
-    budgets = tuple(int(b) for b in args.budgets.split(","))
+    nfes = tuple(int(b) for b in args.nfe.split(","))
     results = {
-        "command": "python benchmarks/samplers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "PYTHONPATH=src python benchmarks/samplers.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
         "peers": peers,
         "num": args.num,
-        "budgets": list(budgets),
+        "nfes": list(nfes),
         "accuracy": {},
+        "tuning": {},
         "torch": torch.__version__,
     }
-    for prob, gmm in mixtures().items():
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    for prob, gmm in mixtures(seeds).items():
         print(f"{prob}:", flush=True)
-        floor, rows = accuracy(gmm, args.num, budgets, kd, df)
+        with tempfile.TemporaryDirectory() as tmp:
+            run_dir = None
+            if not args.no_tuning:
+                run_dir = Path(tmp)
+                tuned = tune_all(gmm, nfes, run_dir / "schedules", args.teachers, seed=0)
+                results["tuning"][prob] = [
+                    {
+                        "sampler": k[0],
+                        "nfe": k[1],
+                        "chosen": v["chosen"],
+                        "heldout_tuned": v["endpoint_rms"]["heldout_tuned"],
+                        "heldout_start": v["endpoint_rms"]["heldout_start"],
+                        "seconds": v["seconds"],
+                        "sigmas": v["sigmas"],
+                    }
+                    for k, v in tuned.items()
+                ]
+            floor, rows = accuracy(gmm, args.num, nfes, kd, df, run_dir)
         results["accuracy"][prob] = {"floor": floor, "rows": rows}
-    if not args.no_overhead:
-        print("overhead:", flush=True)
-        results["overhead"] = overhead(args.overhead_batch, kd, df)
-        results["overhead_batch"] = args.overhead_batch
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write(results, out.with_suffix(".md"), out.with_suffix(".json"), out.with_suffix(".png"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write(results, out.with_suffix(".md"), out.with_suffix(".json"), out.with_suffix(".png"))
     print(out.with_suffix(".md").read_text())
 
 

@@ -1,4 +1,4 @@
-"""Data loading: built-in sets, every file format (made here in tmp_path), transforms, batches, pictures."""
+"""Data loading: built-in sets, every file format (made here in tmp_path), transforms, pictures."""
 
 import gzip
 import json
@@ -12,11 +12,9 @@ from PIL import Image
 
 from scorekit.analytic import GaussianMixture
 from scorekit.data import (
-    BatchStream,
     DataTransform,
     image_grid,
     infer_array_layout,
-    iterate_batches,
     load_data,
     read_idx,
     save_image_grid,
@@ -345,45 +343,6 @@ def test_image_transform_round_trip_and_clamp():
     assert t.to_user(torch.tensor([-3.0, 3.0])).tolist() == [0.0, 1.0]
     assert t.to_user(np.array([-3.0, 0.0])).tolist() == [0.0, 0.5]
     assert DataTransform.from_config(json.loads(json.dumps(t.to_config()))) == t
-
-
-# --- batches ------------------------------------------------------------------------------------------------
-def test_batch_stream_covers_epochs_and_resumes_exactly():
-    s = BatchStream(10, 4, seed=3)
-    first = torch.cat([s.next_indices() for _ in range(5)])  # 20 indices = two epochs exactly
-    assert sorted(first[:10].tolist()) == list(range(10)) and sorted(first[10:].tolist()) == list(range(10))
-    assert not torch.equal(first[:10], first[10:])  # a fresh permutation each epoch
-    assert s.state_dict() == {"epoch": 2, "position": 0, "seed": 3}
-    # resume from the middle of an epoch: same batches as an uninterrupted stream
-    a = BatchStream(10, 3, seed=7)
-    for _ in range(4):
-        a.next_indices()
-    state = a.state_dict()
-    rest = [a.next_indices() for _ in range(6)]
-    b = BatchStream(10, 3, seed=7)
-    b.load_state_dict(json.loads(json.dumps(state)))
-    assert all(torch.equal(x, y) for x, y in zip(rest, [b.next_indices() for _ in range(6)]))
-    with pytest.raises(ValueError, match="seed"):
-        BatchStream(10, 3, seed=8).load_state_dict(state)
-
-
-def test_batch_stream_ranks_are_disjoint_and_large_batches_work():
-    r0, r1 = BatchStream(12, 3, seed=0, rank=0, world_size=2), BatchStream(12, 3, seed=0, rank=1, world_size=2)
-    got0 = torch.cat([r0.next_indices() for _ in range(2)])
-    got1 = torch.cat([r1.next_indices() for _ in range(2)])
-    assert sorted(torch.cat([got0, got1]).tolist()) == list(range(12))
-    big = BatchStream(3, 7, seed=1).next_indices()  # batch larger than the data: spans epochs
-    assert len(big) == 7 and sorted(big[:3].tolist()) == [0, 1, 2]
-
-
-def test_iterate_batches_yields_data_and_labels():
-    d = load_data("digits", num=20)
-    it = iterate_batches(d, 8, seed=0)
-    x, y, state = next(it)
-    assert x.shape == (8, 1, 8, 8) and y.shape == (8,)
-    x2, y2, _ = next(iterate_batches(d, 8, seed=0, state=state))
-    x3, y3, _ = next(it)
-    assert torch.equal(x2, x3) and torch.equal(y2, y3)
 
 
 # --- pictures -----------------------------------------------------------------------------------------------

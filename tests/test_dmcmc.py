@@ -10,14 +10,10 @@ import torch
 from scorekit.analytic import GaussianMixture
 from scorekit.commands.dlg_flags import add_dlg_arguments, dlg_config_from_args
 from scorekit.commands.quickstart import compare_heun_vs_dlg
-from scorekit.dmcmc import (
-    DLGConfig,
-    ExactNoisePosterior,
-    TrainedNoiseClassifier,
-    make_levels,
+from scorekit.dmcmc import DLGConfig, ExactNoisePosterior, TrainedNoiseClassifier, make_levels, sample_dlg
+from scorekit.dmcmc.noise_training import (
     noise_classifier_network_config,
     noise_level_accuracy,
-    sample_dlg,
     save_noise_classifier_run,
     train_noise_classifier,
 )

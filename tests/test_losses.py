@@ -330,3 +330,14 @@ def test_objective_registry_and_errors():
         get_objective("ddpm_hybrid", ddpm)(den, torch.zeros(4, 2), torch.Generator())
     with pytest.raises(ValueError, match="max_dim"):
         get_objective("ism", vp, max_dim=1)(NetworkDenoiser(_TinyNet(2), vp), torch.zeros(4, 2), torch.Generator())
+
+
+def test_denoise_with_variance_is_the_denoiser_plus_the_variance_channels():
+    proc = DDPM(num_steps=10)
+    den = exact_denoiser(gaussian(), proc, learned_variance=True)
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
+    sigma = proc.sigmas[torch.tensor([1, 3, 5, 7, 9])].float()
+    d, v = den.denoise_with_variance(x, sigma)
+    assert torch.allclose(d, den(x, sigma)) and v.shape == x.shape
+    with pytest.raises(ValueError, match="4 output channels"):
+        NetworkDenoiser(_TinyNet(2), proc, "eps", conditioning="index").denoise_with_variance(x, sigma)

@@ -9,7 +9,7 @@ from scorekit import checkpoint as ckpt
 from scorekit.analytic import GaussianMixture
 from scorekit.metrics import sliced_wasserstein
 from scorekit.sampling import generate
-from scorekit.training import TrainingError, default_config, train, validate_config
+from scorekit.training import BatchOrder, TrainingError, default_config, train, validate_config
 
 
 def _small_cfg(steps=12, **kw):
@@ -97,11 +97,24 @@ def test_config_validation_messages():
         (lambda c: c["training"].update(bogus=1), "unknown training setting"),
         (lambda c: c.update(extra={}), "unknown config key"),
         (lambda c: c["process"].update(beta_min=30.0), "beta_min < beta_max"),
+        (lambda c: c["training"].update(optimizer="sgd"), "optimizer must be adamw|adam"),
+        (lambda c: c.update(kind="painting"), "unknown run kind"),
+        (lambda c: (c.update(kind="noise_classifier"), c.pop("denoiser")), "section 'levels' is missing"),
+        (lambda c: c.update(levels={}), "unknown config key"),  # a score model has no σ grid
     ]:
         c = json.loads(json.dumps(cfg))
         mutate(c)
         with pytest.raises(ValueError, match=msg):
             validate_config(c)
+
+
+def test_classifier_kinds_default_to_their_own_hyper_parameters():
+    from scorekit.training import training_defaults
+
+    nc, clf, score = training_defaults("noise_classifier"), training_defaults("classifier"), training_defaults()
+    assert (nc["optimizer"], nc["lr"], nc["weight_decay"], nc["warmup"]) == ("adam", 1e-3, 0.0, 0)
+    assert (clf["optimizer"], clf["lr"], clf["weight_decay"], clf["warmup"]) == ("adamw", 3e-4, 0.05, 0)
+    assert nc["ema_warmup"] and clf["ema_warmup"] and not score["ema_warmup"]
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -168,3 +181,26 @@ def test_periodic_sample_plots(tmp_path):
     train(cfg, tmp_path / "r", progress=False)
     pngs = sorted(p.name for p in (tmp_path / "r" / "samples").glob("*.png"))
     assert pngs == ["step_00000002.png", "step_00000004.png"]
+
+
+# --- the one shuffling style --------------------------------------------------------------------------------
+def test_batch_order_covers_epochs_and_resumes_exactly():
+    o = BatchOrder(10, torch.Generator().manual_seed(3))
+    first = torch.cat([o.take(4) for _ in range(5)])  # 20 indices = two epochs exactly
+    assert sorted(first[:10].tolist()) == list(range(10)) and sorted(first[10:].tolist()) == list(range(10))
+    assert not torch.equal(first[:10], first[10:])  # a fresh permutation each epoch
+    # resume from the middle of an epoch (the state the loop checkpoints): same batches as an uninterrupted order
+    a = BatchOrder(10, torch.Generator().manual_seed(7))
+    for _ in range(4):
+        a.take(3)
+    perm, pos, gen_state = a.perm.clone(), a.pos, a.gen.get_state()
+    rest = [a.take(3) for _ in range(6)]
+    b = BatchOrder(10, torch.Generator().manual_seed(99))
+    b.perm, b.pos = perm, pos
+    b.gen.set_state(gen_state)
+    assert all(torch.equal(x, y) for x, y in zip(rest, [b.take(3) for _ in range(6)]))
+    # ranks take disjoint slices of one global batch; a batch larger than the data spans epochs
+    glob = BatchOrder(12, torch.Generator().manual_seed(0)).take(12)
+    assert sorted(torch.cat([glob[0:6], glob[6:12]]).tolist()) == list(range(12))
+    big = BatchOrder(3, torch.Generator().manual_seed(1)).take(7)
+    assert len(big) == 7 and sorted(big[:3].tolist()) == [0, 1, 2]

@@ -26,6 +26,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from .models.parameterization import denoiser_from_config
+from .models.registry import build_network
+
 __all__ = [
     "CheckpointError",
     "save_tensors",
@@ -35,6 +38,8 @@ __all__ = [
     "write_json_atomic",
     "save_checkpoint",
     "latest_checkpoint",
+    "check_state_dict",
+    "load_state_dict_strict",
     "load_network",
     "load_denoiser",
     "optimizer_to_tensors",
@@ -189,9 +194,13 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return steps[-1] if steps else None
 
 
-def load_state_dict_strict(module: torch.nn.Module, tensors: dict, source: str | Path) -> None:
-    """Load weights, naming the first missing / unexpected / mis-shaped key in a one-line error."""
+def check_state_dict(module: torch.nn.Module, tensors: dict, source: str | Path) -> dict:
+    """Compare named tensors with the module's state dict in the module's order: the first missing, mis-shaped or
+    unexpected key gives a one-line CheckpointError. Returns the tensors cast to the module's floating dtypes."""
+    if not isinstance(tensors, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in tensors.items()):
+        raise CheckpointError(f"{source}: not a state dict of named tensors")
     own = module.state_dict()
+    out = {}
     for k, v in own.items():
         if k not in tensors:
             raise CheckpointError(f"{source}: missing weight {k!r} (checkpoint and config disagree)")
@@ -199,16 +208,21 @@ def load_state_dict_strict(module: torch.nn.Module, tensors: dict, source: str |
             raise CheckpointError(
                 f"{source}: weight {k!r} has shape {tuple(tensors[k].shape)}, the network expects {tuple(v.shape)}"
             )
+        t = tensors[k].detach()
+        out[k] = t.to(v.dtype if v.is_floating_point() else t.dtype).contiguous()
     for k in tensors:
         if k not in own:
             raise CheckpointError(f"{source}: unexpected weight {k!r} (checkpoint and config disagree)")
-    module.load_state_dict(tensors, strict=True)
+    return out
+
+
+def load_state_dict_strict(module: torch.nn.Module, tensors: dict, source: str | Path) -> None:
+    """Load weights after `check_state_dict` (one-line error naming the first offending key)."""
+    module.load_state_dict(check_state_dict(module, tensors, source), strict=True)
 
 
 def load_network(run_dir: str | Path, ema: bool = True, device="cpu", config: dict | None = None):
     """Build the run's network from config.json["network"] and load model/EMA weights."""
-    from .models.registry import build_network
-
     run_dir = Path(run_dir)
     cfg = config if config is not None else read_config(run_dir)
     if "network" not in cfg:
@@ -221,10 +235,7 @@ def load_network(run_dir: str | Path, ema: bool = True, device="cpu", config: di
 
 
 def load_denoiser(run_dir: str | Path, ema: bool = True, device="cpu"):
-    """The run's network wrapped as D(x, σ) per config.json["process"] and ["denoiser"]."""
-    from .models.parameterization import NetworkDenoiser
-    from .processes import get_process
-
+    """The run's network wrapped as D(x, σ) per config.json["process"] and ["denoiser"] (`denoiser_from_config`)."""
     cfg = read_config(run_dir)
     if cfg.get("kind", "score_model") != "score_model":
         raise CheckpointError(f"{run_dir} holds a {cfg.get('kind')!r}, not a score model")
@@ -232,15 +243,4 @@ def load_denoiser(run_dir: str | Path, ema: bool = True, device="cpu"):
         if key not in cfg:
             raise CheckpointError(f"{Path(run_dir) / 'config.json'}: no {key!r} section")
     net = load_network(run_dir, ema=ema, device=device, config=cfg)
-    d = cfg["denoiser"]
-    den = NetworkDenoiser(
-        net,
-        get_process(cfg["process"]),
-        parameterization=d.get("parameterization", "eps"),
-        conditioning=d.get("conditioning", "t"),
-        sigma_data=d.get("sigma_data", 0.5),
-        data_shape=tuple(cfg["data"]["shape"]),
-        num_classes=int(cfg["data"].get("num_classes", 0) if d.get("class_conditional") else 0),
-        output_channels=d.get("output_channels"),
-    )
-    return den.to(device).eval()
+    return denoiser_from_config(cfg, net).to(device).eval()

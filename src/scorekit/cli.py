@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "train_noise_classifier",
     "train_classifier",
     "sample",
+    "tune_schedule",
     "likelihood",
     "evaluate",
     "report",

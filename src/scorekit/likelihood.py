@@ -19,7 +19,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .models.parameterization import bcast, sigma_vector
+from .ddpm_bound import (
+    ddpm_posterior,
+    ddpm_prior_kl,
+    ddpm_reverse_log_var,
+    ddpm_vlb_term,
+    denoise_for_bound,
+    discretized_gaussian_log_likelihood,
+)
+from .divergence import PROBE_NOISES, exact_divergence, hutchinson_divergence, probe_vectors
+from .models.parameterization import bcast
 from .processes import DDPM, EDM, Process
 
 __all__ = [
@@ -37,9 +46,9 @@ __all__ = [
     "bits_per_dim",
     "dequantize",
     "discrete_nll_nats",
+    "ddpm_reverse_log_var",
+    "PROBE_NOISES",
 ]
-
-_LOG2PI = math.log(2 * math.pi)
 
 
 @dataclass
@@ -48,69 +57,6 @@ class LikelihoodResult:
 
     nll_nats: Tensor
     nfe: float
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Divergence of the denoiser
-# ------------------------------------------------------------------------------------------------------------
-PROBE_NOISES = ("gaussian", "rademacher", "sphere")
-
-
-def probe_vectors(shape, noise: str, generator=None, dtype=torch.float32, device=None) -> Tensor:
-    """Hutchinson probes with E[vvᵀ] = I: standard Gaussian, Rademacher (±1), or uniform on the sphere of radius √d.
-
-    Sphere probes (a normalised Gaussian) give d·uᵀAu, exact when A ∝ I: along the probability-flow ODE
-    ∇D ≈ I at small σ and ≈ 0 at large σ, so they and Rademacher probes have far less variance than Gaussian.
-    """
-    if noise in ("gaussian", "sphere"):
-        v = torch.randn(shape, generator=generator, dtype=dtype)
-        if noise == "sphere":
-            flat = v.flatten(1)
-            v = (flat * (flat.shape[1] ** 0.5 / flat.norm(dim=1, keepdim=True))).reshape(shape)
-    elif noise == "rademacher":
-        v = torch.randint(0, 2, shape, generator=generator).to(dtype) * 2 - 1
-    else:
-        raise ValueError(f"probe noise must be one of {', '.join(PROBE_NOISES)}, got {noise!r}")
-    return v.to(device)
-
-
-def _replicate(t: Tensor | None, k: int) -> Tensor | None:
-    if t is None:
-        return None
-    return t.repeat(k, *([1] * (t.ndim - 1)))
-
-
-def exact_divergence(fn: Callable, x: Tensor, sigma: Tensor, class_labels=None, create_graph: bool = False):
-    """(fn(x, σ, y), tr ∇_x fn) for a per-sample map fn: one backward pass over a d-fold replicated batch.
-
-    Copy k of the batch is contracted with the basis vector e_k, so row k of each Jacobian is read once.
-    """
-    b, d = x.shape[0], x[0].numel()
-    sigma = sigma_vector(sigma, x)
-    xr = _replicate(x.detach(), d).requires_grad_(True)
-    basis = torch.eye(d, dtype=x.dtype, device=x.device).repeat_interleave(b, 0).reshape(xr.shape)
-    with torch.enable_grad():
-        out = fn(xr, sigma.repeat(d), _replicate(class_labels, d))
-        (g,) = torch.autograd.grad((out * basis).sum(), xr, create_graph=create_graph)
-    trace = (g * basis).flatten(1).sum(1).reshape(d, b).sum(0)
-    return out[:b], trace
-
-
-def hutchinson_divergence(
-    fn: Callable, x: Tensor, sigma: Tensor, probes: Tensor, class_labels=None, create_graph: bool = False
-):
-    """(fn(x, σ, y), mean_m v_mᵀ ∇_x fn v_m) with `probes` of shape [M·B, *x.shape[1:]] (Hutchinson 1989)."""
-    b = x.shape[0]
-    m = probes.shape[0] // b
-    if probes.shape[0] != m * b or m < 1:
-        raise ValueError(f"probes must have a multiple of the batch size ({b}) rows, got {probes.shape[0]}")
-    sigma = sigma_vector(sigma, x)
-    xr = _replicate(x.detach(), m).requires_grad_(True)
-    with torch.enable_grad():
-        out = fn(xr, sigma.repeat(m), _replicate(class_labels, m))
-        (g,) = torch.autograd.grad((out * probes).sum(), xr, create_graph=create_graph)
-    est = (g * probes).flatten(1).sum(1).reshape(m, b).mean(0)
-    return out[:b], est
 
 
 def _denoiser_dtype(denoiser) -> torch.dtype:
@@ -210,114 +156,6 @@ def ode_log_likelihood(
 # ------------------------------------------------------------------------------------------------------------
 # DDPM variational bound
 # ------------------------------------------------------------------------------------------------------------
-def ddpm_posterior(process: DDPM, step: Tensor) -> dict[str, Tensor]:
-    """q(x_{i−1} | x_i, x0) = N(c0·x0 + c1·x_i, β̃_i) (Ho et al. 2020, eq. 6–7) for 0-based steps i (float64).
-
-    At i = 0 (c0 = 1, c1 = 0) the "posterior mean" is x0 itself; `log_var_clipped` replaces β̃_0 = 0 by β̃_1.
-    """
-    step = step.to(torch.long).cpu()
-    abar = process.alphas_cumprod
-    abar_prev = torch.cat([torch.ones(1, dtype=abar.dtype), abar[:-1]])
-    beta = process.betas
-    var = beta * (1 - abar_prev) / (1 - abar)
-    var_clipped = torch.cat([var[1:2], var[1:]])
-    c0 = abar_prev.sqrt() * beta / (1 - abar)
-    c1 = (1 - beta).sqrt() * (1 - abar_prev) / (1 - abar)
-    return {
-        "c0": c0[step],
-        "c1": c1[step],
-        "var": var[step],
-        "log_var_clipped": var_clipped.log()[step],
-        "log_beta": beta.log()[step],
-        "log_beta_large": torch.cat([var[1:2], beta[1:]]).log()[step],
-        "scale": abar[step].sqrt(),
-    }
-
-
-def _normal_kl(mean1, logvar1, mean2, logvar2):
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
-
-
-def _std_normal_cdf(x: Tensor) -> Tensor:
-    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
-
-
-def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_var: Tensor, num_bins: int = 256) -> Tensor:
-    """log P(x) of 8-bit data in [-1, 1] under N(mean, e^log_var) integrated over its bin (Ho et al. 2020, eq. 13).
-
-    Bins have width 2/(num_bins − 1); the edge bins extend to ±∞.
-    """
-    half = 1.0 / (num_bins - 1)
-    inv_std = torch.exp(-0.5 * log_var)
-    cdf_plus = _std_normal_cdf((x - mean + half) * inv_std)
-    cdf_min = _std_normal_cdf((x - mean - half) * inv_std)
-    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
-    log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
-    log_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
-    edge = 1.0 - half / 2
-    return torch.where(x < -edge, log_cdf_plus, torch.where(x > edge, log_one_minus_cdf_min, log_delta))
-
-
-def _bc(v: Tensor, x: Tensor) -> Tensor:
-    return bcast(v.to(device=x.device, dtype=x.dtype), x)
-
-
-def ddpm_reverse_log_var(process: DDPM, step: Tensor, variance: str, v_raw: Tensor | None, like: Tensor) -> Tensor:
-    """log Σ_θ of p(x_{i−1} | x_i): β̃ ("small"), β ("large") or learned (Nichol & Dhariwal 2021, eq. 15)."""
-    post = ddpm_posterior(process, step)
-    if variance == "small":
-        return _bc(post["log_var_clipped"], like).expand_as(like)
-    if variance == "large":
-        return _bc(post["log_beta_large"], like).expand_as(like)
-    if variance == "learned":
-        if v_raw is None:
-            raise ValueError("learned variances need the network's variance output")
-        frac = (v_raw + 1) / 2  # the released code maps the output from [-1, 1] to [0, 1]
-        return frac * _bc(post["log_beta"], like) + (1 - frac) * _bc(post["log_var_clipped"], like)
-    raise ValueError(f"reverse variance must be small, large or learned, got {variance!r}")
-
-
-def ddpm_vlb_term(
-    process: DDPM,
-    x0: Tensor,
-    x_sigma: Tensor,
-    step: Tensor,
-    denoised: Tensor,
-    variance: str = "small",
-    v_raw: Tensor | None = None,
-    decoder: str = "gaussian",
-) -> Tensor:
-    """L_{i−1} = KL(q(x_{i−1}|x_i, x0) ‖ p_θ(x_{i−1}|x_i)) for i ≥ 1, L_0 = −log p_θ(x0|x_0) at i = 0 ([B], nats).
-
-    `x_sigma` is the σ-space noisy point x0 + σ_i n (process space x_i = √ᾱ_i·x_sigma) and `denoised` = D(x_sigma,
-    σ_i); the model mean is the posterior mean with x0 replaced by D (Ho et al. 2020, eq. 7 and §3.2).
-    """
-    post = ddpm_posterior(process, step)
-    x_t = _bc(post["scale"], x0) * x_sigma
-    c0, c1 = _bc(post["c0"], x0), _bc(post["c1"], x0)
-    mean_q = c0 * x0 + c1 * x_t
-    mean_p = c0 * denoised + c1 * x_t
-    log_var_p = ddpm_reverse_log_var(process, step, variance, v_raw, x0)
-    log_var_q = _bc(post["var"].clamp(min=1e-300).log(), x0).expand_as(x0)
-    kl = _normal_kl(mean_q, log_var_q, mean_p, log_var_p).flatten(1).sum(1)
-    if decoder == "discretized":
-        nll0 = -discretized_gaussian_log_likelihood(x0, denoised, log_var_p)
-    elif decoder == "gaussian":
-        nll0 = 0.5 * (_LOG2PI + log_var_p + (x0 - denoised) ** 2 * torch.exp(-log_var_p))
-    else:
-        raise ValueError(f"decoder must be 'discretized' or 'gaussian', got {decoder!r}")
-    nll0 = nll0.flatten(1).sum(1)
-    return torch.where(step.to(x0.device) == 0, nll0, kl)
-
-
-def ddpm_prior_kl(process: DDPM, x0: Tensor) -> Tensor:
-    """L_T = KL(q(x_T | x0) ‖ N(0, I)) summed over dimensions ([B], nats)."""
-    abar = process.alphas_cumprod[-1]
-    mean = abar.sqrt().to(x0.dtype) * x0
-    log_var = torch.full_like(x0, float(torch.log1p(-abar)))
-    return _normal_kl(mean, log_var, torch.zeros_like(x0), torch.zeros_like(x0)).flatten(1).sum(1)
-
-
 def ddpm_vlb_nll(
     denoiser,
     x_model: Tensor,
@@ -331,8 +169,6 @@ def ddpm_vlb_nll(
     progress: Callable[[int], None] | None = None,
 ) -> LikelihoodResult:
     """The full bound L_T + Σ_{i≥1} L_{i−1} + L_0 with one noise draw per step (T evaluations of D per sample)."""
-    from .losses import network_mean_and_variance
-
     proc = _resolve_process(denoiser, process)
     if not isinstance(proc, DDPM):
         raise ValueError(f"the variational bound needs a discrete ddpm model, got process {proc.name!r}")
@@ -350,7 +186,7 @@ def ddpm_vlb_nll(
             sigma = proc.sigmas[step].to(device=x0.device, dtype=ddtype)
             noise = torch.randn(x0.shape, generator=generator, dtype=ddtype).to(x0.device)
             x = x0 + bcast(sigma, x0) * noise
-            den, v_raw = network_mean_and_variance(denoiser, x, sigma, class_labels, variance)
+            den, v_raw = denoise_for_bound(denoiser, x, sigma, class_labels, variance)
             if clip_denoised:
                 den = den.clamp(-1, 1)
             term = ddpm_vlb_term(

@@ -19,6 +19,9 @@ which is exact and keeps the ε-loss of an ε-network bit-for-bit the plain MSE.
 | `ddpm_hybrid`    | L_simple + λ·L_vlb with learned variances (Nichol & Dhariwal 2021, eq. 15–16)           |
 | `edm`            | λ(σ) = (σ² + σ_d²)/(σ·σ_d)², ln σ ~ N(P_mean, P_std²) (Karras et al. 2022, eq. 8)         |
 
+The classifiers' cross-entropy objectives (noise level, noisy classifier) are in `classifier_losses`; the DDPM
+bound's pieces in `ddpm_bound` and the divergence estimators in `divergence`, shared with `likelihood`.
+
 Losses are averaged over data dimensions (`reduction="mean"`, nats per dimension for the bounds) unless
 `reduction="sum"` is given.
 """
@@ -31,7 +34,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .models.parameterization import NetworkDenoiser, bcast, sigma_vector
+from .ddpm_bound import ddpm_prior_kl, ddpm_vlb_term, denoise_for_bound
+from .divergence import exact_divergence, probe_vectors
+from .models.parameterization import NetworkDenoiser, bcast
 from .processes import DDPM, Process
 
 __all__ = [
@@ -346,8 +351,6 @@ class ImplicitScoreMatching(Objective):
         self.reduction = _check_reduction(reduction)
 
     def __call__(self, denoiser, x0, generator=None, class_labels=None):
-        from .likelihood import exact_divergence
-
         d = x0[0].numel()
         if d > self.max_dim:
             raise ValueError(
@@ -400,8 +403,6 @@ class SlicedScoreMatching(Objective):
         self.reduction = _check_reduction(reduction)
 
     def __call__(self, denoiser, x0, generator=None, class_labels=None):
-        from .likelihood import probe_vectors
-
         n, m, d = x0.shape[0], self.num_projections, x0[0].numel()
         sigma = _score_sigma(self, self.process, self.sigma, n, generator, x0)
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
@@ -472,8 +473,6 @@ class DDPMBoundObjective(Objective):
         self.reduction = _check_reduction(reduction)
 
     def __call__(self, denoiser, x0, generator=None, class_labels=None):
-        from .likelihood import ddpm_prior_kl, ddpm_vlb_term
-
         _need_network_denoiser(denoiser, self.name)
         proc = self.process
         n = x0.shape[0]
@@ -483,7 +482,7 @@ class DDPMBoundObjective(Objective):
         sigma = proc.sigmas[step].to(device=x0.device, dtype=x0.dtype)
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
         x = x0 + bcast(sigma, x0) * noise
-        den, log_var_frac = network_mean_and_variance(denoiser, x, sigma, class_labels, self.variance)
+        den, log_var_frac = denoise_for_bound(denoiser, x, sigma, class_labels, self.variance)
         if self.hybrid:
             simple = _reduce((den - x0).pow(2), "sum") / sigma**2  # ε-MSE
             den_for_bound = den.detach()
@@ -493,25 +492,6 @@ class DDPMBoundObjective(Objective):
         bound = proc.num_steps * term + ddpm_prior_kl(proc, x0)
         loss = simple + self.lambda_vlb * bound if self.hybrid else bound
         return loss / d if self.reduction == "mean" else loss
-
-
-def network_mean_and_variance(denoiser, x: Tensor, sigma: Tensor, class_labels, variance: str):
-    """D(x, σ) and, for a learned-variance network (2C output channels), the raw variance output v [B, C, …]."""
-    if variance != "learned":
-        return denoiser(x, sigma, class_labels), None
-    sigma = sigma_vector(sigma, x)
-    if not isinstance(denoiser, NetworkDenoiser):
-        raise ValueError("learned reverse variances need a NetworkDenoiser whose network returns 2C channels")
-    c = x.shape[1]
-    c_skip, c_out, c_in = denoiser.precond.coefficients(sigma)
-    out = denoiser.net(bcast(c_in, x) * x, denoiser.precond.c_noise(sigma), class_labels)
-    if out.shape[1] != 2 * c:
-        raise ValueError(
-            f"learned variances need a network with {2 * c} output channels (mean and variance), it returns "
-            f"{out.shape[1]}"
-        )
-    den = bcast(c_skip, x) * x + bcast(c_out, x) * out[:, :c].to(x.dtype)
-    return den, out[:, c:].to(x.dtype)
 
 
 def _ddpm_vlb(process, variance="small", decoder="auto", reduction="mean", **kw):

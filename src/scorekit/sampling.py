@@ -8,6 +8,7 @@ depend on how many batches or ranks run; DMCMC runs `DLGRun` from `seed` and yie
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -25,6 +26,7 @@ from .distributed import gather_batches, rank_world
 from .dmcmc import DLGConfig, DLGRun, NoiseLevelEstimator
 from .processes import Process
 from .samplers import Schedule, get_sampler
+from .samplers.budget import plan_for_budget
 
 __all__ = [
     "Batch",
@@ -115,7 +117,7 @@ class SampleStream:
 
     def __init__(self, batches: Iterable[Batch], total: int, desc: str, progress: bool, hint: str = "more steps"):
         self._batches, self.total, self.desc, self.progress, self.hint = batches, total, desc, progress, hint
-        self.nfe, self.extra, self.dlg_info = 0.0, {}, None
+        self.nfe, self.extra, self.plan, self.dlg_info = 0.0, {}, None, None
 
     def __iter__(self) -> Iterator[Batch]:
         bar = None
@@ -144,6 +146,8 @@ def sample_stream(
     steps: int | None,
     num: int,
     *,
+    nfe: int | None = None,
+    run_dir=None,
     schedule: Schedule | None = None,
     process: Process | None = None,
     batch_size: int = 256,
@@ -164,11 +168,36 @@ def sample_stream(
     Plain: σ-space prior x = σ_max·n, then the sampler on `schedule`'s table; batch b is seeded by (seed, b);
     `batches` restricts to some batch indices, `distributed` splits them over torchrun ranks (rank 0 yields all,
     in order). With `dlg` (and a noise-level `estimator`), Denoising Langevin Gibbs makes the starting points and
-    `sampler`/`steps`/`sampler_options` are its finisher (sampler None: the config's own finisher); one batch per
-    round. `class_labels` [num] are per sample.
+    `sampler`/`steps`/`sampler_options` are its finisher (sampler None: the config's own finisher; a DLG budget is
+    planned by `dmcmc.plan_dlg` before); one batch per round. `class_labels` [num] are per sample.
+    With a budget `nfe` instead of `steps`, `samplers.plan_for_budget` picks the solver (or takes `sampler`), its
+    options and σ steps (a tuned schedule in `run_dir`/schedules/ first); the plan is `stream.plan`.
     """
+    plan = None
     if dlg is not None and sampler is None:
         sampler, steps = dlg.finisher, dlg.finisher_steps
+    if nfe is not None:
+        if steps is not None:
+            raise ValueError("give either a step count or an NFE budget, not both")
+        if dlg is not None:
+            raise ValueError("Denoising MCMC at a budget is planned by dmcmc, not by plan_for_budget")
+        sched = schedule if schedule is not None else Schedule()
+        if sched.spacing is not None:
+            raise ValueError("an NFE budget picks its own σ steps; drop the explicit schedule")
+        plan = plan_for_budget(
+            int(nfe),
+            denoiser=denoiser,
+            process=process if process is not None else denoiser.process,
+            run_dir=run_dir,
+            sampler=sampler,
+            sigma_min=sched.sigma_min,
+            sigma_max=sched.sigma_max,
+        )
+        sampler, steps = plan.sampler, plan.steps
+        sampler_options = {**plan.options, **(sampler_options or {})}
+        schedule = Schedule(plan.sigmas, rho=sched.rho)
+    if sampler is None or steps is None:
+        raise ValueError("give a sampler and a step count, or an NFE budget")
     for name, v in (("num", num), ("steps", steps), ("batch-size", batch_size)):
         if int(v) <= 0:
             raise ValueError(f"--{name} must be > 0, got {v}")
@@ -236,6 +265,9 @@ def sample_stream(
             stream.extra["labels"] = class_labels.cpu().numpy().astype(np.int64)
 
     stream._batches = plain()
+    if plan is not None:  # the budget choice travels with the samples (an .npz string array)
+        stream.plan = plan
+        stream.extra["nfe_plan"] = np.array(json.dumps(plan.to_dict()))
     return stream
 
 

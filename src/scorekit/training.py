@@ -1,4 +1,7 @@
-"""The training loop: AdamW with warm-up, gradient clipping, EMA, AMP on CUDA, checkpoints, resume, logging.
+"""The one training loop for every network scorekit trains: score models (`kind="score_model"`), the
+noise-level classifier of Denoising MCMC (`"noise_classifier"`) and the noisy classifier for guidance
+(`"classifier"`). Adam/AdamW with warm-up, gradient clipping, EMA, AMP on CUDA, checkpoints, resume, NaN policy,
+logging; the kind only decides what is trained (`build_trainable`) and with which objective (`make_objective`).
 
 Determinism: all randomness comes from one `torch.Generator` (data order, σ and noise draws) plus the global
 torch RNG (dropout); both states are saved in every checkpoint, so stopping and resuming gives bit-identical
@@ -12,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import signal
 import sys
@@ -24,11 +26,25 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
+from .classifier_losses import NoiseLevelObjective, NoisyClassifierObjective
 from .data import Dataset, DataTransform, load_data
-from .losses import get_objective
-from .models.parameterization import NetworkDenoiser
+from .guidance import TrainedClassifier
+from .losses import Objective, get_objective
+from .models.parameterization import denoiser_from_config
 from .models.registry import build_network
+from .plots import save_image_grid, save_scatter
 from .processes import get_process
+from .run_config import (
+    DEFAULT_DENOISER,
+    DEFAULT_PROCESS_SETTINGS,
+    DEFAULT_TRAINING,
+    KINDS,
+    default_config,
+    default_network,
+    training_defaults,
+    validate_config,
+)
+from .sampling import generate
 
 __all__ = [
     "TrainingError",
@@ -37,7 +53,15 @@ __all__ = [
     "validate_config",
     "train",
     "build_denoiser_from_config",
+    "build_trainable",
+    "make_objective",
+    "training_defaults",
     "DEFAULT_TRAINING",
+    "DEFAULT_DENOISER",
+    "DEFAULT_PROCESS_SETTINGS",
+    "default_network",
+    "KINDS",
+    "BatchOrder",
 ]
 
 
@@ -45,196 +69,35 @@ class TrainingError(RuntimeError):
     """Training stopped for a reason the user must see (non-finite loss, mismatched resume, …)."""
 
 
-DEFAULT_TRAINING = {
-    "steps": 2000,
-    "batch_size": 128,
-    "lr": 2e-4,
-    "weight_decay": 0.0,
-    "betas": [0.9, 0.999],
-    "warmup": 100,
-    "grad_clip": 1.0,
-    "ema_decay": 0.999,
-    "seed": 0,
-    "amp": "auto",  # auto: bf16 on CUDA, off on CPU; or none | bf16 | fp16
-    "compile": False,
-    "checkpoint_every": 500,
-    "keep_checkpoints": 2,
-    "log_every": 50,
-    "sample_every": 0,
-    "sample_steps": 18,
-    "p_uncond": 0.0,  # label dropout for classifier-free guidance
-    "nan_policy": "stop",  # stop | skip
-}
-
-# Preconditioning and training objective that suit each process by default. EDM preconditioning (c_skip, c_out)
-# keeps D's error bounded at large σ, where an ε-network's error is multiplied by σ (Karras et al. 2022, §5);
-# the discrete DDPM chain keeps its conventional ε-parameterisation on integer steps.
-DEFAULT_DENOISER = {
-    "ve": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "dsm"},
-    "vp": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "dsm"},
-    "subvp": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "dsm"},
-    "ddpm": {"parameterization": "eps", "conditioning": "index", "objective": "ddpm_simple"},
-    "edm": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "edm"},
-}
-
-DEFAULT_PROCESS_SETTINGS = {
-    "ve": {"sigma_min": 0.01, "sigma_max": 50.0},
-    "edm": {"sigma_min": 0.002, "sigma_max": 80.0},
-}
+build_denoiser_from_config = denoiser_from_config  # the name benchmarks use
 
 
-def default_network(data: Dataset, class_conditional: bool = False, conditioning: str = "log_sigma") -> dict:
-    """Network sized for the data: a small U-Net for 8×8 (trains on a CPU), a real one from 32×32 up.
-
-    Noise embedding: random Fourier features for order-1 inputs (t, ¼ln σ), positional for step indices / 999t.
-    """
-    nc = data.num_classes if class_conditional else 0
-    emb = "positional" if conditioning in ("index", "t999", "sigma") else "fourier"
-    if data.kind == "vector":
-        return {
-            "arch": "mlp",
-            "dim": int(data.shape[0]),
-            "hidden": 256,
-            "depth": 4,
-            "emb_dim": 128,
-            "num_classes": nc,
-            "embedding": emb,
-        }
-    c, h, _ = data.shape
-    if h <= 8:
-        mult, ch, attn, blocks = [1, 2], 64, [4], 2
-    elif h <= 16:
-        mult, ch, attn, blocks = [1, 2, 2], 64, [8], 2
-    elif h <= 28:
-        mult, ch, attn, blocks = [1, 2, 2], 64, [7], 2
-    else:
-        mult, ch, attn, blocks = [1, 2, 2, 2], 128, [16], 2
-    return {
-        "arch": "unet",
-        "in_channels": int(c),
-        "resolution": int(h),
-        "model_channels": ch,
-        "channel_mult": mult,
-        "num_res_blocks": blocks,
-        "attn_resolutions": attn,
-        "dropout": 0.1 if h > 8 else 0.0,
-        "num_classes": nc,
-        "embedding": emb,
-    }
-
-
-def default_config(data_spec: str, process: str = "vp", *, class_conditional: bool = False, **training) -> dict:
-    """A complete, JSON-serialisable config for training a score model on `data_spec`."""
-    if process not in DEFAULT_DENOISER:
-        raise ValueError(f"unknown process {process!r} (choose from {', '.join(DEFAULT_DENOISER)})")
-    data = load_data(data_spec)
-    proc = get_process(process, **DEFAULT_PROCESS_SETTINGS.get(process, {}))
-    dd = DEFAULT_DENOISER[process]
-    if class_conditional and data.labels is None:
-        raise ValueError(f"data {data_spec!r} has no labels for a class-conditional model")
-    unknown = set(training) - set(DEFAULT_TRAINING)
-    if unknown:
-        raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
-    return {
-        "kind": "score_model",
-        "data": _data_section(data_spec, data),
-        "process": proc.to_config(),
-        "network": default_network(data, class_conditional, dd["conditioning"]),
-        "denoiser": {
-            "parameterization": dd["parameterization"],
-            "conditioning": dd["conditioning"],
-            "sigma_data": round(float(data.data.float().std()), 4),
-            "output_channels": None,
-            "class_conditional": bool(class_conditional),
-        },
-        "objective": dd["objective"],
-        "objective_options": {},
-        "training": {**DEFAULT_TRAINING, **{k: v for k, v in training.items() if v is not None}},
-    }
-
-
-def _data_section(spec: str, data: Dataset) -> dict:
-    return {
-        "spec": spec,
-        "kind": data.kind,
-        "shape": list(data.shape),
-        "num_classes": int(data.num_classes or 0),
-        "transform": data.transform.to_config(),
-    }
-
-
-_SECTIONS = {"kind", "data", "process", "network", "denoiser", "objective", "objective_options", "training"}
-
-
-def validate_config(cfg: dict) -> dict:
-    """Check a config for unknown keys, wrong types and impossible values; returns it with defaults filled."""
-    if not isinstance(cfg, dict):
-        raise ValueError("config must be a JSON object")
-    unknown = set(cfg) - _SECTIONS
-    if unknown:
-        raise ValueError(f"unknown config key(s): {', '.join(sorted(unknown))}")
-    for key in ("data", "process", "network", "denoiser", "training"):
-        if not isinstance(cfg.get(key), dict):
-            raise ValueError(f"config section {key!r} is missing or not an object")
-    tr = {**DEFAULT_TRAINING, **cfg["training"]}
-    unknown = set(tr) - set(DEFAULT_TRAINING)
-    if unknown:
-        raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
-    ints = (
-        "steps",
-        "batch_size",
-        "warmup",
-        "checkpoint_every",
-        "keep_checkpoints",
-        "log_every",
-        "sample_every",
-        "seed",
-    )
-    for k in ints:
-        if isinstance(tr[k], bool) or not isinstance(tr[k], int):
-            raise ValueError(f"training.{k} must be an integer, got {tr[k]!r}")
-    for k in ("lr", "weight_decay", "grad_clip", "ema_decay", "p_uncond"):
-        if isinstance(tr[k], bool) or not isinstance(tr[k], (int, float)) or not math.isfinite(tr[k]):
-            raise ValueError(f"training.{k} must be a number, got {tr[k]!r}")
-    if tr["steps"] <= 0:
-        raise ValueError(f"training.steps must be > 0, got {tr['steps']}")
-    if tr["batch_size"] <= 0:
-        raise ValueError(f"training.batch_size must be > 0, got {tr['batch_size']}")
-    if tr["lr"] <= 0:
-        raise ValueError(f"training.lr must be > 0, got {tr['lr']}")
-    if not 0 <= tr["ema_decay"] < 1:
-        raise ValueError(f"training.ema_decay must be in [0, 1), got {tr['ema_decay']}")
-    if not 0 <= tr["p_uncond"] < 1:
-        raise ValueError(f"training.p_uncond must be in [0, 1), got {tr['p_uncond']}")
-    if tr["warmup"] < 0 or tr["checkpoint_every"] < 0 or tr["log_every"] < 0 or tr["sample_every"] < 0:
-        raise ValueError("training.warmup / checkpoint_every / log_every / sample_every must be >= 0")
-    if tr["keep_checkpoints"] < 1:
-        raise ValueError("training.keep_checkpoints must be >= 1")
-    if tr["amp"] not in ("auto", "none", "bf16", "fp16"):
-        raise ValueError(f"training.amp must be auto|none|bf16|fp16, got {tr['amp']!r}")
-    if tr["nan_policy"] not in ("stop", "skip"):
-        raise ValueError(f"training.nan_policy must be stop|skip, got {tr['nan_policy']!r}")
-    cfg = dict(cfg)
-    cfg["training"] = tr
-    get_process(cfg["process"])  # raises on impossible values (σ_min ≥ σ_max, …)
-    cfg.setdefault("objective", DEFAULT_DENOISER.get(cfg["process"].get("name"), {}).get("objective", "dsm"))
-    cfg.setdefault("objective_options", {})
-    return cfg
-
-
-def build_denoiser_from_config(cfg: dict, net: nn.Module | None = None) -> NetworkDenoiser:
-    d = cfg["denoiser"]
+def build_trainable(cfg: dict, net: nn.Module | None = None) -> nn.Module:
+    """What the objective is handed: D(x, σ) for a score model, the network itself for the noise-level classifier,
+    a `TrainedClassifier` (σ-space inputs) for the noisy classifier. `.net` (or the module itself) is trained."""
+    kind = cfg.get("kind", "score_model")
     net = build_network(cfg["network"]) if net is None else net
-    return NetworkDenoiser(
-        net,
-        get_process(cfg["process"]),
-        parameterization=d.get("parameterization", "eps"),
-        conditioning=d.get("conditioning", "t"),
-        sigma_data=d.get("sigma_data", 0.5),
-        data_shape=tuple(cfg["data"]["shape"]),
-        num_classes=int(cfg["data"].get("num_classes", 0)) if d.get("class_conditional") else 0,
-        output_channels=d.get("output_channels"),
-    )
+    if kind == "score_model":
+        return denoiser_from_config(cfg, net)
+    if kind == "noise_classifier":
+        return net
+    c = cfg["classifier"]
+    return TrainedClassifier(net, cfg["process"], int(c["num_classes"]), c.get("conditioning", "t"), c["input"])
+
+
+def make_objective(cfg: dict) -> Objective:
+    """The objective named in config["objective"] for the run's kind and process."""
+    name, options = cfg["objective"], cfg.get("objective_options", {})
+    process = get_process(cfg["process"])
+    if name == "noise_level":
+        return NoiseLevelObjective(cfg["levels"]["values"], **options)
+    if name == "noisy_classifier":
+        return NoisyClassifierObjective(process, **options)
+    return get_objective(name, process, **options)
+
+
+def _network_of(cfg: dict, trainable: nn.Module) -> nn.Module:
+    return trainable if cfg.get("kind") == "noise_classifier" else trainable.net
 
 
 @dataclass
@@ -260,6 +123,16 @@ def _rank_generator(seed: int, step: int, rank: int) -> torch.Generator:
 def _lr_at(step: int, tr: dict) -> float:
     w = tr["warmup"]
     return tr["lr"] * min(1.0, (step + 1) / w) if w > 0 else tr["lr"]
+
+
+def _ema_decay(step: int, tr: dict) -> float:
+    d = tr["ema_decay"]
+    return min(d, (1.0 + step) / (10.0 + step)) if tr["ema_warmup"] else d
+
+
+def _optimizer(params, tr: dict) -> torch.optim.Optimizer:
+    cls = torch.optim.Adam if tr["optimizer"] == "adam" else torch.optim.AdamW
+    return cls(params, lr=tr["lr"], betas=tuple(tr["betas"]), weight_decay=tr["weight_decay"])
 
 
 @torch.no_grad()
@@ -295,8 +168,9 @@ class _StopFlag:
             signal.signal(s, h)
 
 
-class _BatchOrder:
-    """Epoch-wise shuffled indices from an explicit generator; state is (perm, position)."""
+class BatchOrder:
+    """The one shuffling style: epochs are permutations drawn from the loop's generator, concatenated and cut into
+    global batches (a batch may straddle two epochs; no sample is dropped). State: (perm, pos) + the generator."""
 
     def __init__(self, n: int, generator: torch.Generator):
         self.n, self.gen = n, generator
@@ -327,7 +201,7 @@ def _autocast(device: torch.device, amp: str):
 
 
 def _same_model(a: dict, b: dict) -> str | None:
-    for key in ("data", "process", "network", "denoiser", "objective"):
+    for key in ("data", "process", "network", "denoiser", "objective", "levels", "classifier"):
         if json.dumps(a.get(key), sort_keys=True) != json.dumps(b.get(key), sort_keys=True):
             return key
     return None
@@ -344,7 +218,7 @@ def train(
     max_steps_this_run: int | None = None,
     log_fn=None,
 ) -> TrainResult:
-    """Train a score model described by `config` into run directory `out_dir` (see checkpoint.py).
+    """Train the network described by `config` (any kind) into run directory `out_dir` (see checkpoint.py).
 
     `max_steps_this_run` stops after that many steps (a checkpoint is written), for tests of resume.
     """
@@ -358,7 +232,8 @@ def train(
         data = load_data(cfg["data"]["spec"])
     if list(data.shape) != list(cfg["data"]["shape"]):
         raise ValueError(f"data shape {tuple(data.shape)} does not match the config's {tuple(cfg['data']['shape'])}")
-    DataTransform.from_config(cfg["data"]["transform"])  # validates
+    if "transform" in cfg["data"]:
+        DataTransform.from_config(cfg["data"]["transform"])  # validates
 
     existing = (out_dir / "config.json").exists()
     if resume:
@@ -373,12 +248,12 @@ def train(
 
     torch.manual_seed(tr["seed"] + 1000 * rank)
     gen = torch.Generator().manual_seed(tr["seed"])
-    denoiser = build_denoiser_from_config(cfg).to(device)
-    model = denoiser.net
+    trainable = build_trainable(cfg).to(device)
+    model = _network_of(cfg, trainable)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    objective = get_objective(cfg["objective"], denoiser.process, **cfg.get("objective_options", {}))
-    opt = torch.optim.AdamW(model.parameters(), lr=tr["lr"], betas=tuple(tr["betas"]), weight_decay=tr["weight_decay"])
-    order = _BatchOrder(len(data.data), gen)
+    objective = make_objective(cfg)
+    opt = _optimizer(model.parameters(), tr)
+    order = BatchOrder(len(data.data), gen)
     step = 0
 
     if resume:
@@ -391,7 +266,7 @@ def train(
         )
     if tr["compile"]:
         train_model = torch.compile(train_model)
-    denoiser_train = denoiser if train_model is model else build_denoiser_from_config(cfg, net=train_model)
+    trainable_train = trainable if train_model is model else build_trainable(cfg, net=train_model)
 
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -400,9 +275,12 @@ def train(
 
     x_all = data.data
     y_all = data.labels
-    cond = bool(cfg["denoiser"].get("class_conditional"))
+    cond = bool(cfg.get("denoiser", {}).get("class_conditional"))
     if cond and y_all is None:
         raise ValueError("class-conditional training needs labelled data")
+    needs_labels = cond or getattr(objective, "needs_labels", False)
+    if needs_labels and y_all is None:
+        raise ValueError(f"objective {objective.name!r} needs labelled data")
     num_classes = int(cfg["data"].get("num_classes", 0))
     global_bs = tr["batch_size"] * world
     total = tr["steps"]
@@ -422,22 +300,22 @@ def train(
             idx = order.take(global_bs)[sl]
             x0 = x_all[idx].to(device, non_blocking=True)
             labels = None
-            if cond:
+            if needs_labels:
                 labels = y_all[idx].to(device)
-                if tr["p_uncond"] > 0:
+                if cond and tr["p_uncond"] > 0:
                     drop = (torch.rand(global_bs, generator=gen) < tr["p_uncond"])[sl]
                     labels = torch.where(drop.to(device), torch.full_like(labels, num_classes), labels)
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, tr)
-            train_model.train()
+            trainable_train.train()
             # Random inputs for the whole global batch, sliced per rank: results do not depend on world size.
             rand = objective.draw(global_bs, tuple(x0.shape[1:]), gen, device, x0.dtype)
             with autocast:
                 if rand is not None:
-                    loss_per = objective(denoiser_train, x0, gen, labels, **{k: v[sl] for k, v in rand.items()})
+                    loss_per = objective(trainable_train, x0, gen, labels, **{k: v[sl] for k, v in rand.items()})
                 else:
                     g_obj = gen if world == 1 else _rank_generator(tr["seed"], step, rank)
-                    loss_per = objective(denoiser_train, x0, g_obj, labels)
+                    loss_per = objective(trainable_train, x0, g_obj, labels)
             loss = loss_per.float().mean()
             if not torch.isfinite(loss):
                 if tr["nan_policy"] == "skip":
@@ -472,7 +350,7 @@ def train(
             else:
                 opt.step()
             if rank == 0:
-                _ema_update(ema, model, tr["ema_decay"])
+                _ema_update(ema, model, _ema_decay(step, tr))
             step += 1
             steps_done += 1
             last_loss = float(loss.detach())
@@ -488,12 +366,13 @@ def train(
                     "lr": _lr_at(step - 1, tr),
                     "steps_per_s": steps_done / max(time.perf_counter() - t_start, 1e-9),
                     "skipped": skipped,
+                    **(objective.log_fields() if hasattr(objective, "log_fields") else {}),
                 }
                 with open(log_path, "a") as f:
                     f.write(json.dumps(rec) + "\n")
                 if log_fn is not None:
                     log_fn(rec)
-            if rank == 0 and tr["sample_every"] and step % tr["sample_every"] == 0:
+            if rank == 0 and tr["sample_every"] and step % tr["sample_every"] == 0 and "denoiser" in cfg:
                 _sample_grid(cfg, ema, out_dir / "samples" / f"step_{step:08d}.png", tr, device)
             want_ckpt = tr["checkpoint_every"] and step % tr["checkpoint_every"] == 0
             if want_ckpt or step == stop_at or stop.signum is not None:
@@ -552,15 +431,11 @@ def _load_state(out_dir, model, ema, opt, gen, order) -> int:
 @torch.no_grad()
 def _sample_grid(cfg, ema_net, path: Path, tr, device):
     """A grid of EMA samples (heun) during training, for images; a scatter plot for 2-D vectors."""
-    from .sampling import generate
-
-    den = build_denoiser_from_config(cfg, net=ema_net)
+    den = denoiser_from_config(cfg, net=ema_net)
     res = generate(den, "heun", tr["sample_steps"], 64, batch_size=64, seed=0, device=device)
     transform = DataTransform.from_config(cfg["data"]["transform"])
     x = transform.to_user(res.samples)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from .data import save_image_grid, save_scatter
-
     if cfg["data"]["kind"] == "image":
         save_image_grid(path, x, nrow=8)
     elif x.shape[1] == 2:

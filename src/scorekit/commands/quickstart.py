@@ -11,15 +11,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..dmcmc import (
-    DLGConfig,
-    NoiseLevelEstimator,
-    TrainedNoiseClassifier,
-    estimator_cost,
-    plan_dlg,
-    sample_dlg,
-    train_noise_classifier_run,
-)
+from ..dmcmc import DLGConfig, NoiseLevelEstimator, TrainedNoiseClassifier, estimator_cost, plan_dlg, sample_dlg
+from ..dmcmc.noise_training import train_noise_classifier_run
 
 NAME = "quickstart"
 HELP = (
@@ -163,7 +156,10 @@ def quickstart_comparison(
         if progress and "loss" in rec and rec["step"] % 500 == 0:
             print(f"  noise classifier step {rec['step']}: loss {rec['loss']:.3f}", flush=True)
 
-    clf_cfg = train_noise_classifier_run(run_dir, clf_dir, steps=classifier_steps, seed=seed, device=device, log=log)
+    resume = (clf_dir / "model.safetensors").exists()  # a rerun reuses (and re-evaluates) a finished classifier
+    clf_cfg = train_noise_classifier_run(
+        run_dir, clf_dir, steps=classifier_steps, seed=seed, device=device, log=log, resume=resume
+    )
     acc = clf_cfg["accuracy"]
     if progress:
         print(

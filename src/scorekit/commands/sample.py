@@ -39,16 +39,15 @@ def add_arguments(p):
     p.add_argument(
         "--sampler",
         default=None,
-        help="sampler name (see docs; e.g. heun, euler_maruyama, dpmpp_2m); optional with --nfe",
+        help="sampler name (e.g. heun, dpmpp_2m, ipndm, unipc); with --nfe: restrict the budget's choice to it",
     )
-    p.add_argument(
-        "--steps", type=int, default=None, help="number of sampler steps (noise levels); optional with --nfe"
-    )
+    p.add_argument("--steps", type=int, default=None, help="number of sampler steps (noise levels)")
     p.add_argument(
         "--nfe",
-        type=float,
+        type=int,
         default=None,
-        help="denoiser evaluations per sample (with --dmcmc dlg: the amortised budget, split by scorekit)",
+        help="denoiser evaluations per sample instead of --sampler/--steps: scorekit picks the solver and σ steps "
+        "(a tuned schedule in RUN/schedules/ if one fits, else its built-in rule) and never spends more",
     )
     p.add_argument(
         "--num",
@@ -119,9 +118,23 @@ def save_preview(path, samples_user: torch.Tensor, kind: str, reference: torch.T
         raise ValueError("--grid needs image data or 2-D vector data")
 
 
+def _check_budget_flags(args) -> None:
+    if args.nfe is None:
+        if args.sampler is None or args.steps is None:
+            raise ValueError("give --sampler NAME --steps N, or an evaluation budget --nfe N")
+        return
+    if args.steps is not None:
+        raise ValueError("give either --steps or --nfe, not both")
+    if args.nfe < 1:
+        raise ValueError(f"--nfe must be >= 1, got {args.nfe}")
+    if args.schedule is not None:
+        raise ValueError("--nfe picks its own σ steps; drop --schedule (or use --sampler/--steps)")
+
+
 def run(args) -> int:
     if not str(args.out).endswith(".npz"):
         raise ValueError(f"--out must end in .npz, got {args.out}")
+    _check_budget_flags(args)
     schedule = schedule_from_args(args)
     options = parse_sampler_options(args.sampler_opt)
     device = resolve_device(args.device)
@@ -140,6 +153,8 @@ def run(args) -> int:
         sampler,
         steps,
         args.num,
+        nfe=args.nfe if dlg is None else None,
+        run_dir=args.run,
         schedule=schedule,
         process=proc,
         batch_size=args.batch_size,
@@ -154,6 +169,8 @@ def run(args) -> int:
         progress=not args.no_progress,
     )
     to_user = transform.to_user if transform is not None else None
+    if stream.plan is not None and is_main_process():
+        print(f"--nfe {args.nfe}: {stream.plan.reason}")
     preview = write_npz(stream, args.out, args.num, shape, to_user=to_user, keep=_preview_rows(shape))
     if not is_main_process():
         return 0
@@ -171,27 +188,17 @@ def run(args) -> int:
             f"distinct outputs {float(x['distinct_fraction']):.3f}, ESS {float(x['ess']):.0f} of {args.num} "
             f"(lag-1 autocorrelation {float(x['lag1_autocorrelation']):.3f})"
         )
-    name = f"dlg+{sampler}" if dlg is not None else sampler
+    if dlg is not None:
+        name = f"dlg+{sampler}"
+    else:
+        name, steps = (stream.plan.sampler, stream.plan.steps) if stream.plan is not None else (sampler, steps)
     print(f"wrote {args.num} samples to {args.out} ({name}, {steps} steps, {stream.nfe:.2f} NFE per sample){extra}")
     return 0
 
 
 def _sampler_and_steps(args, dlg):
-    """(sampler, steps): given, from the DLG config (--dmcmc dlg), or for plain --nfe N the sampler (default
-    dpmpp_2m on its default schedule) with the most steps whose NFE fits N."""
+    """(sampler, steps): the DLG config's finisher with --dmcmc dlg (planned from --nfe by `dmcmc.plan_dlg`),
+    else --sampler/--steps as given (a plain --nfe budget is planned by the front end)."""
     if dlg is not None:
         return dlg.finisher, dlg.finisher_steps
-    sampler, steps = args.sampler, args.steps
-    if args.nfe is not None and steps is None:
-        from ..samplers import get_sampler
-
-        sampler = sampler or "dpmpp_2m"
-        spec = get_sampler(sampler)
-        count = spec.nfe or (lambda n, **_: n)
-        fits = [n for n in range(1, 1001) if count(n) <= args.nfe]
-        if not fits:
-            raise ValueError(f"{sampler} cannot run within --nfe {args.nfe:g}")
-        steps = fits[-1]
-    if sampler is None or steps is None:
-        raise ValueError("give --sampler and --steps (or --nfe N)")
-    return sampler, steps
+    return args.sampler, args.steps

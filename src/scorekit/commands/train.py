@@ -30,6 +30,12 @@ def add_arguments(p):
     )
     p.add_argument("--out", default="runs/run", help="run directory (default runs/run)")
     p.add_argument("--config", default=None, help="JSON config file (full, or a partial one merged onto the defaults)")
+    p.add_argument(
+        "--preset",
+        choices=["cpu", "gpu"],
+        default=None,
+        help="image presets: cpu (a 28x28 U-Net sized for about an hour on 2 cores) or gpu (one modern GPU)",
+    )
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 500)")
     p.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (0 = never)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -68,6 +74,11 @@ def build_config(args) -> dict:
     if process not in DEFAULT_DENOISER:
         raise ValueError(f"unknown process {process!r}")
     cfg = default_config(args.data, process, class_conditional=args.class_conditional)
+    if args.preset:  # sizes for the device class; --config and the flags below still override it
+        from ..presets import apply_preset, preset_config
+
+        preset = preset_config(args.preset, args.data, args.class_conditional, cfg["denoiser"]["conditioning"])
+        cfg = apply_preset(cfg, preset)
     if user:
         user = dict(user)
         user.pop("data", None)  # the data section always describes --data

@@ -22,6 +22,8 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--log-every", type=int, default=100, help="steps between log lines (default 100)")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default 500)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
 
 def run(args) -> int:
@@ -29,6 +31,7 @@ def run(args) -> int:
 
     from ..classifier_training import train_noisy_classifier
     from ..data import load_data
+    from ..distributed import init_distributed, is_main_process, resolve_device
     from ..processes import get_process
 
     if args.steps <= 0:
@@ -39,6 +42,8 @@ def run(args) -> int:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device} requested but CUDA is not available")
+    device = resolve_device(args.device)
+    init_distributed(device)  # under torchrun the ranks share the global batch (training.train)
     train = load_data(args.data, split="train", seed=args.seed)
     if train.labels is None or train.num_classes < 2:
         raise ValueError(f"{args.data} has no class labels (at least two classes needed to train a classifier)")
@@ -68,13 +73,20 @@ def run(args) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
-        device=args.device,
+        device=device,
         conditioning=args.conditioning,
         out=args.out,
         data_config=data_cfg,
         eval_data=None if test is None else test.data,
         eval_labels=None if test is None else test.labels,
         log_every=args.log_every,
+        log=print if is_main_process() else None,
+        resume=args.resume,
+        checkpoint_every=args.checkpoint_every,
     )
-    print(f"wrote classifier run {args.out} ({summary['eval_split']} accuracy by noise band above)")
+    if not summary:
+        print(f"stopped; checkpoint saved in {args.out} (continue with --resume)")
+        return 130
+    if is_main_process():
+        print(f"wrote classifier run {args.out} ({summary['eval_split']} accuracy by noise band above)")
     return 0

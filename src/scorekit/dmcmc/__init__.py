@@ -1,5 +1,8 @@
-"""Denoising MCMC (Kim & Ye 2022): noise-level estimators, the Denoising Langevin Gibbs driver, and the
-training of the noise-level classifier."""
+"""Denoising MCMC (Kim & Ye 2022): noise-level estimators, the Denoising Langevin Gibbs driver, its budget planner
+(`plan_dlg`) and chain diagnostics.
+
+Training the noise-level classifier is `dmcmc.noise_training` (it uses the training loop, which samples through the
+front end, which runs DLG: importing it here would close a cycle)."""
 
 from .budget import DLGPlan, plan_dlg
 from .diagnostics import ChainDiagnostics
@@ -11,13 +14,6 @@ from .estimators import (
     TrainedNoiseClassifier,
     estimator_cost,
     make_levels,
-)
-from .noise_training import (
-    noise_classifier_network_config,
-    noise_level_accuracy,
-    save_noise_classifier_run,
-    train_noise_classifier,
-    train_noise_classifier_run,
 )
 
 __all__ = [
@@ -31,11 +27,6 @@ __all__ = [
     "NoiseLevelEstimator",
     "ExactNoisePosterior",
     "TrainedNoiseClassifier",
-    "noise_classifier_network_config",
-    "train_noise_classifier",
-    "train_noise_classifier_run",
-    "noise_level_accuracy",
-    "save_noise_classifier_run",
     "DLGConfig",
     "DMCMCResult",
     "sample_dlg",

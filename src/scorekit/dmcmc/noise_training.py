@@ -1,16 +1,24 @@
-"""Training the noise-level classifier of Denoising MCMC (Kim & Ye 2022, Sec. 4) and its run directory."""
+"""The noise-level classifier of Denoising MCMC (Kim & Ye 2022, Sec. 4): network defaults, the run config, the
+accuracy evaluation; training is `training.train` with `classifier_losses.NoiseLevelObjective`."""
 
 from __future__ import annotations
 
-import time
+import json
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from ..checkpoint import load_network, read_config, save_tensors, write_config
+from ..classifier_losses import NoiseLevelObjective
+from ..data import Dataset, DataTransform, load_data
+from ..distributed import is_main_process
 from ..models.parameterization import bcast
-from ..processes import get_process
+from ..processes import EDM, get_process
+from ..run_config import training_defaults
+from ..training import train
 from .estimators import make_levels
 
 
@@ -25,14 +33,6 @@ def noise_classifier_network_config(shape: tuple[int, ...], num_levels: int, **o
         raise ValueError(f"noise classifier supports images [C, H, W] or vectors [D], not shape {shape}")
     cfg.update(overrides)
     return cfg
-
-
-def _noisy_batch(x0: Tensor, levels: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """x = x0 + σ_y·ε with y uniform over the grid (the classifier's training distribution)."""
-    y = torch.randint(0, levels.numel(), (x0.shape[0],), generator=generator)
-    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
-    sig = levels[y].to(x0.dtype)
-    return x0 + bcast(sig, x0) * eps, y
 
 
 @torch.no_grad()
@@ -51,12 +51,15 @@ def noise_level_accuracy(
     gen = generator if generator is not None else torch.Generator().manual_seed(12345)
     levels = torch.as_tensor(levels, dtype=torch.float64).cpu()
     L = levels.numel()
+    objective = NoiseLevelObjective(levels)
     idx = torch.randint(0, data.shape[0], (int(num),), generator=gen)
     hits = {k: 0 for k in tolerances}
     abs_err = 0.0
     for start in range(0, int(num), batch_size):
         x0 = data[idx[start : start + batch_size]].float()
-        x, y = _noisy_batch(x0, levels, gen)
+        r = objective.draw(x0.shape[0], x0.shape[1:], gen, dtype=x0.dtype)  # the training distribution
+        y = r["level"]
+        x = x0 + bcast(levels[y].to(x0.dtype), x0) * r["noise"]
         pred = log_probs(x.to(device)).argmax(1).cpu()
         d = (pred - y).abs()
         abs_err += float(d.sum())
@@ -72,6 +75,40 @@ def noise_level_accuracy(
     return out
 
 
+def noise_classifier_config(
+    data: Dataset | dict,
+    levels: Tensor,
+    *,
+    process: dict | None = None,
+    network: dict | None = None,
+    score_run: str | None = None,
+    **training,
+) -> dict:
+    """A kind="noise_classifier" run config for `training.train`: data section, σ grid ("levels" with "values"),
+    network (default `noise_classifier_network_config`) and training settings (Adam 1e-3 by default)."""
+    levels = torch.as_tensor(levels, dtype=torch.float64).cpu()
+    data_cfg = data.to_config() if isinstance(data, Dataset) else dict(data)
+    smin, smax = float(levels.min()), float(levels.max())
+    cfg = {
+        "kind": "noise_classifier",
+        "data": data_cfg,
+        "process": process if process is not None else EDM(smin, smax).to_config(),
+        "network": network or noise_classifier_network_config(tuple(data_cfg["shape"]), levels.numel()),
+        "levels": {
+            "sigma_min": smin,
+            "sigma_max": smax,
+            "num": int(levels.numel()),
+            "grid": "sigma_min*(sigma_max/sigma_min)**linspace(1, 1e-3, num)",
+            "values": levels.tolist(),
+        },
+        "objective": "noise_level",
+        "training": {**training_defaults("noise_classifier"), "loss": "cross_entropy", **training},
+    }
+    if score_run is not None:
+        cfg = {"kind": cfg.pop("kind"), "score_run": score_run, **cfg}
+    return cfg
+
+
 def train_noise_classifier(
     data: Tensor,
     levels: Tensor,
@@ -84,41 +121,36 @@ def train_noise_classifier(
     network: dict | None = None,
     log: Callable[[dict], None] | None = None,
     log_every: int = 100,
+    out: str | Path | None = None,
 ):
-    """Cross-entropy on x0 + σ_y·ε, y ~ U{0..L−1} (Kim & Ye 2022, Sec. 4), Adam. Returns (net, net_config)."""
-    from ..models.registry import build_network
-
+    """Cross-entropy on x0 + σ_y·ε, y ~ U{0..L−1} (Kim & Ye 2022, Sec. 4) in the one training loop, into run
+    directory `out` (a temporary one if None). Returns (EMA network, network config)."""
     if data.ndim < 2 or data.shape[0] < 1:
         raise ValueError("training a noise classifier needs a non-empty [N, *shape] data tensor")
     if int(steps) < 1 or int(batch_size) < 1:
         raise ValueError("steps and batch size must be >= 1")
-    levels = torch.as_tensor(levels, dtype=torch.float64).cpu()
-    net_cfg = network or noise_classifier_network_config(tuple(data.shape[1:]), levels.numel())
-    torch.manual_seed(int(seed))  # parameter initialisation
-    net = build_network(net_cfg).to(device)
-    gen = torch.Generator().manual_seed(int(seed))
-    opt = torch.optim.Adam(net.parameters(), lr=float(lr))
-    data = data.float()
-    running, t0 = 0.0, time.time()
-    for step in range(1, int(steps) + 1):
-        idx = torch.randint(0, data.shape[0], (int(batch_size),), generator=gen)
-        x, y = _noisy_batch(data[idx], levels, gen)
-        loss = torch.nn.functional.cross_entropy(net(x.to(device)), y.to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        running += float(loss.detach())
-        if log is not None and (step % log_every == 0 or step == int(steps)):
-            n = log_every if step % log_every == 0 else step % log_every
-            log({"step": step, "loss": running / n, "seconds": round(time.time() - t0, 2)})
-            running = 0.0
-    return net.eval(), net_cfg
+    kind = "image" if data.ndim == 4 else "vector"
+    ds = Dataset(data.float(), None, kind, 0, DataTransform.identity(), "tensor")
+    cfg = noise_classifier_config(
+        ds,
+        levels,
+        network=network,
+        steps=int(steps),
+        batch_size=int(batch_size),
+        lr=float(lr),
+        seed=int(seed),
+        log_every=int(log_every),
+        checkpoint_every=0,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(out) if out is not None else Path(tmp)
+        train(cfg, run, device=device, progress=False, data=ds, log_fn=log)
+        net = load_network(run, device=device, config=cfg)
+    return net, cfg["network"]
 
 
 def save_noise_classifier_run(out_dir: str | Path, net, config: dict) -> None:
-    """Write a kind="noise_classifier" run directory: config.json + model.safetensors (checksummed)."""
-    from ..checkpoint import save_tensors, write_config
-
+    """Write a kind="noise_classifier" run directory for a network trained elsewhere: config.json + weights."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_tensors(out / "model.safetensors", net.state_dict(), {"kind": "noise_classifier"})
@@ -127,8 +159,6 @@ def save_noise_classifier_run(out_dir: str | Path, net, config: dict) -> None:
 
 def _model_range_data(spec: str, run_cfg: dict, split: str):
     """The data in the *score model's* model range (the run's recorded transform), whatever the spec."""
-    from ..data import DataTransform, load_data
-
     ds = load_data(spec, split=split)
     transform = run_cfg.get("data", {}).get("transform")
     if transform is None:
@@ -158,13 +188,12 @@ def train_noise_classifier_run(
     sigma_max: float | None = None,
     eval_num: int = 2000,
     log: Callable[[dict], None] | None = None,
+    resume: bool = False,
+    checkpoint_every: int = 500,
+    progress: bool = False,
 ) -> dict:
-    """Train the noise-level classifier for a score-model run on its data and process; write a
-    kind="noise_classifier" run directory (config with levels, transform, process, accuracy). Returns the config."""
-    import json
-
-    from ..checkpoint import read_config
-
+    """Train the noise-level classifier for a score-model run on its data and process (the one training loop: EMA,
+    checkpoints, `resume`), then write its accuracy into the kind="noise_classifier" config. Returns the config."""
     if int(steps) < 1 or int(batch_size) < 1 or int(num_levels) < 2 or int(eval_num) < 1:
         raise ValueError("steps, batch size and eval num must be >= 1 and levels >= 2")
     run_cfg = read_config(run_dir)
@@ -186,59 +215,37 @@ def train_noise_classifier_run(
     if smax > process.sigma_max * (1 + 1e-6):
         raise ValueError(f"sigma_max {smax:g} exceeds the process's σ_max {process.sigma_max:g}")
     levels = make_levels(smin, smax, num_levels)
+    data_cfg = {**run_cfg.get("data", ds.to_config()), "spec": spec}
+    train_ds = Dataset(train_x, None, ds.kind, 0, DataTransform.identity(), spec)
+    cfg = noise_classifier_config(
+        data_cfg,
+        levels,
+        process=process.to_config(),
+        score_run=str(Path(run_dir)),
+        steps=int(steps),
+        batch_size=int(batch_size),
+        lr=float(lr),
+        seed=int(seed),
+        checkpoint_every=int(checkpoint_every),
+    )
+    cfg["levels"].update(sigma_min=smin, sigma_max=smax)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "log.jsonl", "w") as log_f:
-
-        def _log(rec):
-            log_f.write(json.dumps(rec) + "\n")
-            log_f.flush()
-            if log is not None:
-                log(rec)
-
-        net_cfg = noise_classifier_network_config(tuple(train_x.shape[1:]), num_levels)
-        net, net_cfg = train_noise_classifier(
-            train_x,
-            levels,
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-            device=device,
-            network=net_cfg,
-            log=_log,
-        )
-        acc = noise_level_accuracy(
-            lambda x: torch.log_softmax(net(x), 1),
-            test_x,
-            levels,
-            num=eval_num,
-            generator=torch.Generator().manual_seed(int(seed) + 1),
-            device=device,
-        )
-        _log({"step": int(steps), "accuracy": acc})
-    config = {
-        "kind": "noise_classifier",
-        "score_run": str(Path(run_dir)),
-        "data": {**run_cfg.get("data", ds.to_config()), "spec": spec},
-        "process": process.to_config(),
-        "network": net_cfg,
-        "levels": {
-            "sigma_min": smin,
-            "sigma_max": smax,
-            "num": int(num_levels),
-            "grid": "sigma_min*(sigma_max/sigma_min)**linspace(1, 1e-3, num)",
-            "values": levels.tolist(),
-        },
-        "training": {
-            "steps": int(steps),
-            "batch_size": int(batch_size),
-            "lr": float(lr),
-            "seed": int(seed),
-            "optimizer": "adam",
-            "loss": "cross_entropy",
-        },
-        "accuracy": acc,
-    }
-    save_noise_classifier_run(out, net.cpu(), config)
-    return config
+    res = train(cfg, out, resume=resume, device=device, progress=progress, data=train_ds, log_fn=log)
+    cfg = read_config(out)
+    if res.stopped_early:
+        return cfg
+    net = load_network(out, device=device, config=cfg)
+    acc = noise_level_accuracy(
+        lambda x: torch.log_softmax(net(x), 1),
+        test_x,
+        levels,
+        num=eval_num,
+        generator=torch.Generator().manual_seed(int(seed) + 1),
+        device=device,
+    )
+    cfg["accuracy"] = acc
+    if is_main_process():
+        with open(out / "log.jsonl", "a") as f:
+            f.write(json.dumps({"step": res.step, "accuracy": acc}) + "\n")
+        write_config(out, cfg)
+    return cfg

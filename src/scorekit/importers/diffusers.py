@@ -16,6 +16,11 @@ the sinusoidal embedding accepts as a real number. Sampler-side settings of diff
 are kept verbatim in config["diffusers"] (and written back on export); `diffusers_timesteps` reproduces a
 scheduler's inference timesteps for `--schedule` lists.
 
+`EDMEulerScheduler` / `EDMDPMSolverMultistepScheduler` become the `edm` process on [sigma_min, sigma_max] with
+the `edm` parameterisation (σ_data = sigma_data) and `log_sigma` conditioning (their c_noise = ¼ ln σ);
+`v_prediction` with sigma_data 1 is the `v` parameterisation. A UNet exported from scorekit's own `unet` (see
+`diffusers_export`) carries `_scorekit.num_classes` in its config: its last class embedding is "no label".
+
 `ScoreSdeVePipeline` (NCSN++ as a UNet2DModel with FIR skip blocks and Fourier features of log σ, with a
 `ScoreSdeVeScheduler`) becomes the VE process (σ_min, σ_max, t_min = sampling_eps) with the network read as the
 score, conditioned on σ itself (parameterization "score", conditioning "sigma"), data in [0, 1].
@@ -32,6 +37,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import CheckpointError, load_tensors, read_config, save_tensors, write_config, write_json_atomic
+from .common import _prepare_out
 
 __all__ = [
     "import_diffusers",
@@ -136,6 +142,8 @@ def scheduler_process_and_denoiser(sched: dict, net_cfg: dict, source: str = "sc
     fourier = net_cfg.get("time_embedding_type", "positional") == "fourier"
     if cls == "ScoreSdeVeScheduler":
         return _score_sde_ve(sched, fourier, source)
+    if cls in ("EDMEulerScheduler", "EDMDPMSolverMultistepScheduler"):
+        return _edm_scheduler(sched, net_cfg, fourier, source)
     if fourier:
         raise ValueError(f"{source}: a Fourier-embedded (σ-conditioned) UNet needs a ScoreSdeVeScheduler, not {cls!r}")
     if cls not in _DISCRETE_SCHEDULERS:
@@ -206,6 +214,39 @@ def _score_sde_ve(sched: dict, fourier: bool, source: str) -> tuple[dict, dict]:
     return process, den
 
 
+def _edm_scheduler(sched: dict, net_cfg: dict, fourier: bool, source: str) -> tuple[dict, dict]:
+    """diffusers' EDM schedulers: D = c_skip·x + c_out·F(c_in·x, ¼ ln σ) with σ_data's c_skip, c_out, c_in (EDM
+    preconditioning, Karras et al. 2022, Table 1) in σ-space on [sigma_min, sigma_max]: the `edm` process with the
+    `edm` parameterisation and `log_sigma` conditioning; `v_prediction` (c_out negated) is scorekit's `v`, which
+    fixes σ_data = 1."""
+    if fourier:
+        raise ValueError(f"{source}: a Fourier-embedded UNet cannot take the EDM schedulers' ¼ ln σ timesteps")
+    sd = float(sched.get("sigma_data", 0.5))
+    prediction = sched.get("prediction_type", "epsilon")
+    if prediction == "epsilon":
+        param = "edm"
+    elif prediction == "v_prediction" and math.isclose(sd, 1.0):
+        param = "v"
+    else:
+        raise ValueError(
+            f"{source}: EDM prediction_type {prediction!r} with sigma_data {sd} is not supported (epsilon, or "
+            "v_prediction with sigma_data 1)"
+        )
+    cin, cout = int(net_cfg.get("in_channels", 3)), int(net_cfg.get("out_channels", 3))
+    if cout != cin:
+        raise ValueError(f"{source}: UNet has {cout} output channels for {cin} input channels")
+    process = {"name": "edm", "sigma_min": float(sched.get("sigma_min", 0.002))}
+    process["sigma_max"] = float(sched.get("sigma_max", 80.0))
+    den = {
+        "parameterization": param,
+        "conditioning": "log_sigma",
+        "sigma_data": sd,
+        "output_channels": None,
+        "class_conditional": bool(net_cfg.get("num_class_embeds")),
+    }
+    return process, den
+
+
 def _legacy_key(k: str) -> str:
     """diffusers < 0.14 attention names → the current ones (diffusers renames them the same way on load)."""
     for old, new in ((".query.", ".to_q."), (".key.", ".to_k."), (".value.", ".to_v."), (".proj_attn.", ".to_out.0.")):
@@ -245,16 +286,6 @@ def read_diffusers_weights(path: str | Path, template: torch.nn.Module) -> dict:
     return out
 
 
-def _prepare_out(out: str | Path, overwrite: bool) -> Path:
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a directory")
-    if out.is_dir() and (out / "config.json").exists() and not overwrite:
-        raise ValueError(f"--out {out} already holds a run (config.json); choose another folder")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def import_diffusers(
     path: str | Path, out: str | Path, *, scheduler_config: str | Path | None = None, overwrite: bool = False
 ) -> Path:
@@ -278,6 +309,10 @@ def import_diffusers(
     hw = [int(size), int(size)] if isinstance(size, (int, float)) else [int(s) for s in size]
     channels = int(net_cfg.get("in_channels", 3))
     num_classes = int(net_cfg.get("num_class_embeds") or 0)
+    marks = unet_cfg.get("_scorekit")
+    if isinstance(marks, dict) and marks.get("num_classes") is not None:
+        num_classes = int(marks["num_classes"])  # scorekit's export: the last embedding is the "no label" class
+        den["class_conditional"] = num_classes > 0
     out = _prepare_out(out, overwrite)
     save_tensors(out / "model.safetensors", weights, {"source": "diffusers", "file": files["weights"].name})
     if (out / "ema.safetensors").exists():
@@ -387,8 +422,12 @@ def export_diffusers(run: str | Path, out: str | Path, *, ema: bool = True, over
     run = Path(run)
     cfg = read_config(run)
     net = dict(cfg.get("network") or {})
+    if net.get("arch") == "unet":
+        from .diffusers_export import export_own_unet
+
+        return export_own_unet(run, out, ema=ema, overwrite=overwrite)
     if net.get("arch") != "diffusers_unet2d":
-        raise ValueError(f"{run}: export diffusers needs a diffusers_unet2d network, not {net.get('arch')!r}")
+        raise ValueError(f"{run}: export diffusers needs a diffusers_unet2d or unet network, not {net.get('arch')!r}")
     recorded = cfg.get("diffusers") or {}
     sched = copy.deepcopy(recorded.get("scheduler_config")) or _scheduler_from_run(cfg)
     out = Path(out)

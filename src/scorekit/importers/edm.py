@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError, save_tensors, write_config
+from ..checkpoint import CheckpointError, check_state_dict, save_tensors, write_config
+from .common import _image_data_section, _prepare_out, _template
 from .safe_pickle import PersistentObject, load_snapshot, module_state_dict
 
 __all__ = ["EDMSnapshot", "read_edm_snapshot", "edm_run_sections", "import_edm"]
@@ -188,8 +189,6 @@ def edm_run_sections(snap: EDMSnapshot) -> tuple[dict, dict, dict]:
 
 
 def _data_section(snap: EDMSnapshot) -> dict:
-    from . import _image_data_section
-
     k = snap.kwargs
     shape = [int(k["img_channels"]), int(k["img_resolution"]), int(k["img_resolution"])]
     label_dim = int(k["label_dim"])
@@ -209,17 +208,8 @@ def _data_section(snap: EDMSnapshot) -> dict:
     return _image_data_section(name, shape, True, label_dim)  # EDM's images are x/127.5 − 1
 
 
-def _template(net_cfg: dict) -> torch.nn.Module:
-    from ..models.registry import build_network
-
-    with torch.device("meta"):
-        return build_network(dict(net_cfg))
-
-
 def import_edm(snapshot: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
     """Convert an EDM / EDM2 snapshot `.pkl` into a run directory (config.json + model.safetensors); returns it."""
-    from . import _prepare_out, check_state_dict
-
     snap = read_edm_snapshot(snapshot)
     net_cfg, process, den = edm_run_sections(snap)
     sd = check_state_dict(_template(net_cfg), snap.state_dict, snap.source)

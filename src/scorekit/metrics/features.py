@@ -3,6 +3,7 @@
 - "inception": the FID Inception-v3 (pool3, 2048-d; 1008 logits for IS), weights from a local file only
   (`--inception-weights PATH` or $SCOREKIT_INCEPTION_WEIGHTS), SHA-256 checked.
 - "digits": scorekit's pinned 8×8 digits classifier (64-d penultimate layer; 10 logits for IS).
+- "fashion": scorekit's pinned 28×28 Fashion-MNIST classifier (128-d penultimate layer; 10 logits for IS).
 - "auto": digits for (1, 8, 8) images, inception for RGB / grayscale images of side ≥ 32 when weights exist.
 """
 
@@ -13,9 +14,16 @@ import os
 import numpy as np
 import torch
 
-__all__ = ["FeatureExtractor", "InceptionExtractor", "DigitsExtractor", "get_extractor", "EXTRACTORS"]
+__all__ = [
+    "FeatureExtractor",
+    "InceptionExtractor",
+    "DigitsExtractor",
+    "FashionExtractor",
+    "get_extractor",
+    "EXTRACTORS",
+]
 
-EXTRACTORS = ("auto", "digits", "inception")
+EXTRACTORS = ("auto", "digits", "inception", "fashion")
 
 
 class FeatureExtractor:
@@ -121,6 +129,29 @@ class DigitsExtractor(FeatureExtractor):
         return f, self.net.logits_from_features(f)
 
 
+class FashionExtractor(FeatureExtractor):
+    """Penultimate-layer (128-d, pre-ReLU) features and logits of scorekit's pinned Fashion-MNIST classifier."""
+
+    name = "fashion"
+    feature_dim = 128
+    has_logits = True
+
+    def __init__(self, path=None, sha256: str | None = None, batch_size: int = 2000, device="cpu"):
+        from .fashion_classifier import load_fashion_classifier
+
+        net, self.sha256 = load_fashion_classifier(path, sha256=sha256)
+        super().__init__(net, batch_size=batch_size, device=device)
+
+    def _prepare(self, x):
+        if tuple(x.shape[1:]) != (1, 28, 28):
+            raise ValueError(f"the Fashion-MNIST classifier takes [N, 1, 28, 28] images, got {tuple(x.shape)}")
+        return x
+
+    def _forward(self, x):
+        f = self.net.features(x)
+        return f, self.net.logits_from_features(f)
+
+
 def get_extractor(
     name: str = "auto",
     data_kind: str = "image",
@@ -152,4 +183,6 @@ def get_extractor(
             )
     if name == "digits":
         return DigitsExtractor(device=device)
+    if name == "fashion":
+        return FashionExtractor(device=device)
     return InceptionExtractor(inception_path, sha256=inception_sha256, device=device)

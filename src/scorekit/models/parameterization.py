@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..processes import DDPM, Process, get_process
+from .registry import build_network
 
 __all__ = [
     "Denoiser",
@@ -21,6 +22,7 @@ __all__ = [
     "CONDITIONINGS",
     "sigma_vector",
     "bcast",
+    "denoiser_from_config",
 ]
 
 PARAMETERIZATIONS = ("eps", "score", "x0", "v", "edm")
@@ -202,6 +204,21 @@ class NetworkDenoiser(Denoiser):
         f = self.network_output(x, sigma, class_labels)
         return bcast(c_skip, x) * x + bcast(c_out, x) * f.to(x.dtype)
 
+    def denoise_with_variance(self, x: Tensor, sigma, class_labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(D(x, σ), v) for a network with 2C output channels: D from the first C, v the raw variance output of the
+        other C (learned reverse variances, Nichol & Dhariwal 2021, eq. 15)."""
+        sigma = sigma_vector(sigma, x)
+        c = x.shape[1]
+        c_skip, c_out, c_in = self.precond.coefficients(sigma)
+        out = self.net(bcast(c_in, x) * x, self.precond.c_noise(sigma), class_labels)
+        if out.shape[1] != 2 * c:
+            raise ValueError(
+                f"learned variances need a network with {2 * c} output channels (mean and variance), it returns "
+                f"{out.shape[1]}"
+            )
+        den = bcast(c_skip, x) * x + bcast(c_out, x) * out[:, :c].to(x.dtype)
+        return den, out[:, c:].to(x.dtype)
+
     def target(self, x0: Tensor, x: Tensor, sigma: Tensor) -> Tensor:
         """Network-output-space regression target F* = (x0 − c_skip·x)/c_out for noisy x of clean x0."""
         c_skip, c_out, _ = self.precond.coefficients(sigma)
@@ -212,3 +229,22 @@ def log_sigma_uniform(n: int, sigma_min: float, sigma_max: float, generator=None
     """σ log-uniform on [σ_min, σ_max] (a common training distribution)."""
     u = torch.rand(n, generator=generator, device=device)
     return torch.exp(math.log(sigma_min) + u * (math.log(sigma_max) - math.log(sigma_min)))
+
+
+def denoiser_from_config(config: dict, net: nn.Module | None = None) -> NetworkDenoiser:
+    """A run's config (sections "network", "process", "denoiser", "data") as D(x, σ): the one place this happens.
+
+    `net` replaces the network built from config["network"] (trained or loaded weights, a DDP wrapper).
+    """
+    d = config["denoiser"]
+    net = build_network(config["network"]) if net is None else net
+    return NetworkDenoiser(
+        net,
+        get_process(config["process"]),
+        parameterization=d.get("parameterization", "eps"),
+        conditioning=d.get("conditioning", "t"),
+        sigma_data=d.get("sigma_data", 0.5),
+        data_shape=tuple(config["data"]["shape"]),
+        num_classes=int(config["data"].get("num_classes", 0)) if d.get("class_conditional") else 0,
+        output_channels=d.get("output_channels"),
+    )

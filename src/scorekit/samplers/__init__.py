@@ -13,12 +13,15 @@ from dataclasses import dataclass
 
 from .base import SamplerOutput
 from .ddpm import sample_ancestral, sample_ddim
+from .deis import sample_deis
 from .edm import sample_edm_stochastic, sample_heun
+from .ipndm import sample_ipndm
 from .langevin import sample_annealed_langevin, sample_langevin
 from .multistep import sample_dpmpp_2m, sample_dpmpp_3m
 from .ode import sample_pf_euler, sample_rk45
 from .schedules import SCHEDULES, Schedule, get_sigmas
 from .sde import sample_euler_maruyama, sample_pc, sample_reverse_diffusion
+from .unipc import sample_unipc
 
 __all__ = [
     "SAMPLERS",
@@ -32,6 +35,9 @@ __all__ = [
     "sample_ancestral",
     "sample_annealed_langevin",
     "sample_ddim",
+    "sample_deis",
+    "sample_ipndm",
+    "sample_unipc",
     "sample_dpmpp_2m",
     "sample_dpmpp_3m",
     "sample_edm_stochastic",
@@ -158,6 +164,33 @@ for _spec in (
     SamplerSpec("dpmpp_2m", sample_dpmpp_2m, True, "karras", lambda n, **_: n, "DPM-Solver++(2M)"),
     SamplerSpec(
         "dpmpp_3m", sample_dpmpp_3m, True, "karras", lambda n, **_: n, "DPM-Solver++(3M), third-order multistep"
+    ),
+    SamplerSpec(
+        "ipndm",
+        sample_ipndm,
+        True,
+        "karras",
+        lambda n, **_: n,
+        "improved PNDM (Adams–Bashforth ≤ 4 on ε in σ)",
+        ("max_order", "lower_order_final"),
+    ),
+    SamplerSpec(
+        "unipc",
+        sample_unipc,
+        True,
+        "karras",
+        lambda n, **_: n,
+        "UniPC: UniP predictor + free UniC corrector",
+        ("order", "variant", "corrector", "lower_order_final"),
+    ),
+    SamplerSpec(
+        "deis",
+        sample_deis,
+        True,
+        "karras",
+        lambda n, **_: n,
+        "DEIS tAB (orders 1–3) in σ",
+        ("order", "lower_order_final"),
     ),
     SamplerSpec(
         "langevin",

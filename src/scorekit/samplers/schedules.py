@@ -14,7 +14,16 @@ from torch import Tensor
 
 from ..processes import Process
 
-__all__ = ["Schedule", "get_sigmas", "SCHEDULES", "karras_sigmas", "log_sigmas", "logsnr_sigmas", "uniform_t_sigmas"]
+__all__ = [
+    "Schedule",
+    "get_sigmas",
+    "SCHEDULES",
+    "karras_sigmas",
+    "log_sigmas",
+    "logsnr_sigmas",
+    "uniform_t_sigmas",
+    "read_schedule_file",
+]
 
 SCHEDULES = ("uniform_t", "log", "logsnr", "karras")
 
@@ -65,6 +74,30 @@ def uniform_t_sigmas(steps: int, process: Process, sigma_max, t_end: float | Non
     return _append_zero(process.sigma(t).to(torch.float64))
 
 
+def read_schedule_file(path) -> dict:
+    """A tuned schedule file (samplers.tuning: {"format", "sampler", "nfe", "sigmas", "model", "teacher", …}), checked:
+    "sigmas" is a finite decreasing list from σ_max to 0 with "nfe" + 1 entries. One-line ValueError otherwise."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"schedule file not found: {p}") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"schedule file {p} is not readable JSON: {e}") from None
+    sig = data.get("sigmas") if isinstance(data, dict) else None
+    if not isinstance(sig, list) or len(sig) < 2 or not all(isinstance(v, (int, float)) for v in sig):
+        raise ValueError(f"schedule file {p} has no list of numbers 'sigmas'")
+    t = torch.tensor(sig, dtype=torch.float64)
+    if not torch.isfinite(t).all() or t[-1] != 0 or (t[:-1] <= 0).any() or (t[1:] >= t[:-1]).any():
+        raise ValueError(f"schedule file {p}: 'sigmas' must decrease strictly from σ_max to a final 0")
+    if "nfe" in data and int(data["nfe"]) != len(sig) - 1:
+        raise ValueError(f"schedule file {p}: {len(sig) - 1} steps but nfe {data['nfe']}")
+    return data
+
+
 def get_sigmas(
     schedule: str | list | tuple | Tensor,
     steps: int,
@@ -74,7 +107,15 @@ def get_sigmas(
     sigma_max=None,
     rho: float = 7.0,
 ) -> Tensor:
-    """A decreasing σ schedule with `steps` positive levels and a final 0: [steps+1] or [B, steps+1]."""
+    """A decreasing σ schedule with `steps` positive levels and a final 0: [steps+1] or [B, steps+1].
+
+    `schedule` may also be the path of a tuned schedule file (`*.json`, samplers.tuning); its step count must be
+    `steps`."""
+    if isinstance(schedule, str) and schedule.endswith(".json"):
+        s = torch.tensor(read_schedule_file(schedule)["sigmas"], dtype=torch.float64)
+        if s.numel() - 1 != int(steps):
+            raise ValueError(f"schedule file {schedule} has {s.numel() - 1} steps, not {steps}")
+        return s
     if not isinstance(schedule, str):
         s = torch.as_tensor(schedule, dtype=torch.float64).flatten()
         if s.numel() < 1 or (s < 0).any() or not torch.isfinite(s).all():

@@ -1,0 +1,81 @@
+"""Pictures: image grids (PNG) and 2-D scatter plots of samples in user range."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["image_grid", "save_image_grid", "save_scatter"]
+
+
+def image_grid(x_user, nrow: int | None = None, padding: int = 1, pad_value: float = 1.0) -> np.ndarray:
+    """Tile [N, C, H, W] images in [0, 1] into one uint8 [H', W', C] array, `nrow` images per row."""
+    x = torch.as_tensor(x_user).detach().cpu().float()
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[0] == 0:
+        raise ValueError(f"image_grid needs [N, C, H, W] images, got shape {tuple(x.shape)}")
+    n, c, h, w = x.shape
+    if not torch.isfinite(x).all():
+        raise ValueError("image_grid: images contain NaN or infinite values")
+    ncol = int(nrow) if nrow else max(1, math.ceil(math.sqrt(n)))
+    if ncol < 1:
+        raise ValueError(f"nrow must be positive, got {nrow}")
+    nrows = math.ceil(n / ncol)
+    grid = torch.full((c, nrows * (h + padding) + padding, ncol * (w + padding) + padding), float(pad_value))
+    for i in range(n):
+        r, q = divmod(i, ncol)
+        top, left = padding + r * (h + padding), padding + q * (w + padding)
+        grid[:, top : top + h, left : left + w] = x[i]
+    out = (grid.clamp(0, 1) * 255.0 + 0.5).floor().to(torch.uint8)
+    return out.permute(1, 2, 0).numpy()
+
+
+def save_image_grid(path, x_user, nrow: int | None = None, upscale: int | None = None, padding: int = 1) -> Path:
+    """Write an image grid as PNG; small images are enlarged (nearest neighbour) to ≥ 32 px unless `upscale`."""
+    from PIL import Image
+
+    grid = image_grid(x_user, nrow, padding)
+    h = torch.as_tensor(x_user).shape[-2]
+    k = max(1, 32 // max(1, h)) if upscale is None else int(upscale)
+    if k > 1:
+        grid = grid.repeat(k, axis=0).repeat(k, axis=1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(np.ascontiguousarray(grid[..., 0] if grid.shape[-1] == 1 else grid))
+    img.save(path, format="PNG")
+    return path
+
+
+def save_scatter(path, x_user_2d, ref=None, title: str | None = None, max_points: int = 5000) -> Path:
+    """Scatter plot (matplotlib Agg, no global state) of 2-D samples, optionally over reference points."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    def as_2d(a, what):
+        a = torch.as_tensor(a).detach().cpu().double().numpy()
+        if a.ndim != 2 or a.shape[1] != 2:
+            raise ValueError(f"save_scatter: {what} must be [N, 2], got shape {a.shape}")
+        return a[:max_points]
+
+    x = as_2d(x_user_2d, "samples")
+    fig = Figure(figsize=(4.5, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    if ref is not None:
+        r = as_2d(ref, "reference")
+        ax.scatter(r[:, 0], r[:, 1], s=2, c="0.7", alpha=0.5, label="data", rasterized=True)
+    ax.scatter(x[:, 0], x[:, 1], s=2, c="C0", alpha=0.6, label="samples", rasterized=True)
+    if ref is not None:
+        ax.legend(loc="upper right", markerscale=4, fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.set_aspect("equal", adjustable="datalim")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path

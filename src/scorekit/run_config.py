@@ -1,0 +1,237 @@
+"""What a run's config.json holds, its defaults per run kind, and its validation (the loop is `training.train`).
+
+Kinds: "score_model" (sections data, process, network, denoiser, objective, training), "noise_classifier" (data,
+process, network, levels, training, accuracy) and "classifier" (data, process, network, classifier, training).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .data import Dataset, load_data
+from .processes import get_process
+
+__all__ = [
+    "DEFAULT_TRAINING",
+    "KIND_TRAINING",
+    "KINDS",
+    "DEFAULT_DENOISER",
+    "DEFAULT_PROCESS_SETTINGS",
+    "training_defaults",
+    "default_network",
+    "default_config",
+    "validate_config",
+]
+
+DEFAULT_TRAINING = {
+    "steps": 2000,
+    "batch_size": 128,
+    "lr": 2e-4,
+    "weight_decay": 0.0,
+    "betas": [0.9, 0.999],
+    "warmup": 100,
+    "grad_clip": 1.0,
+    "ema_decay": 0.999,
+    "seed": 0,
+    "amp": "auto",  # auto: bf16 on CUDA, off on CPU; or none | bf16 | fp16
+    "compile": False,
+    "checkpoint_every": 500,
+    "keep_checkpoints": 2,
+    "log_every": 50,
+    "sample_every": 0,
+    "sample_steps": 18,
+    "p_uncond": 0.0,  # label dropout for classifier-free guidance
+    "nan_policy": "stop",  # stop | skip
+    "optimizer": "adamw",  # adamw | adam
+    "ema_warmup": False,  # decay min(ema_decay, (1 + step)/(10 + step)), for short runs
+}
+
+# The classifiers keep the hyper-parameters they were tuned with: Adam 1e-3 (noise level), AdamW 3e-4 with
+# weight decay 0.05 (noisy classifier); no warm-up or clipping; EMA warmed up so that short runs average well.
+_CLASSIFIER_TRAINING = {"warmup": 0, "grad_clip": 0.0, "ema_warmup": True, "log_every": 100}
+KIND_TRAINING = {
+    "score_model": {},
+    "noise_classifier": {**_CLASSIFIER_TRAINING, "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0},
+    "classifier": {**_CLASSIFIER_TRAINING, "lr": 3e-4, "optimizer": "adamw", "weight_decay": 0.05},
+}
+KINDS = tuple(KIND_TRAINING)
+_NOTES = ("loss", "noise")  # free-text training notes kept in older classifier configs
+
+
+def training_defaults(kind: str = "score_model") -> dict:
+    """The default "training" section for a run of `kind`."""
+    if kind not in KIND_TRAINING:
+        raise ValueError(f"unknown run kind {kind!r} (choose from {', '.join(KINDS)})")
+    return {**DEFAULT_TRAINING, **KIND_TRAINING[kind]}
+
+
+# Preconditioning and training objective that suit each process by default. EDM preconditioning (c_skip, c_out)
+# keeps D's error bounded at large σ, where an ε-network's error is multiplied by σ (Karras et al. 2022, §5);
+# the discrete DDPM chain keeps its conventional ε-parameterisation on integer steps.
+DEFAULT_DENOISER = {
+    "ve": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "dsm"},
+    "vp": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "dsm"},
+    "subvp": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "dsm"},
+    "ddpm": {"parameterization": "eps", "conditioning": "index", "objective": "ddpm_simple"},
+    "edm": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "edm"},
+}
+
+DEFAULT_PROCESS_SETTINGS = {
+    "ve": {"sigma_min": 0.01, "sigma_max": 50.0},
+    "edm": {"sigma_min": 0.002, "sigma_max": 80.0},
+}
+
+
+def default_network(data: Dataset, class_conditional: bool = False, conditioning: str = "log_sigma") -> dict:
+    """Network sized for the data: a small U-Net for 8×8 (trains on a CPU), a real one from 32×32 up.
+
+    Noise embedding: random Fourier features for order-1 inputs (t, ¼ln σ), positional for step indices / 999t.
+    """
+    nc = data.num_classes if class_conditional else 0
+    emb = "positional" if conditioning in ("index", "t999", "sigma") else "fourier"
+    if data.kind == "vector":
+        return {
+            "arch": "mlp",
+            "dim": int(data.shape[0]),
+            "hidden": 256,
+            "depth": 4,
+            "emb_dim": 128,
+            "num_classes": nc,
+            "embedding": emb,
+        }
+    c, h, _ = data.shape
+    if h <= 8:
+        mult, ch, attn, blocks = [1, 2], 64, [4], 2
+    elif h <= 16:
+        mult, ch, attn, blocks = [1, 2, 2], 64, [8], 2
+    elif h <= 28:
+        mult, ch, attn, blocks = [1, 2, 2], 64, [7], 2
+    else:
+        mult, ch, attn, blocks = [1, 2, 2, 2], 128, [16], 2
+    return {
+        "arch": "unet",
+        "in_channels": int(c),
+        "resolution": int(h),
+        "model_channels": ch,
+        "channel_mult": mult,
+        "num_res_blocks": blocks,
+        "attn_resolutions": attn,
+        "dropout": 0.1 if h > 8 else 0.0,
+        "num_classes": nc,
+        "embedding": emb,
+    }
+
+
+def default_config(data_spec: str, process: str = "vp", *, class_conditional: bool = False, **training) -> dict:
+    """A complete, JSON-serialisable config for training a score model on `data_spec`."""
+    if process not in DEFAULT_DENOISER:
+        raise ValueError(f"unknown process {process!r} (choose from {', '.join(DEFAULT_DENOISER)})")
+    data = load_data(data_spec)
+    proc = get_process(process, **DEFAULT_PROCESS_SETTINGS.get(process, {}))
+    dd = DEFAULT_DENOISER[process]
+    if class_conditional and data.labels is None:
+        raise ValueError(f"data {data_spec!r} has no labels for a class-conditional model")
+    unknown = set(training) - set(DEFAULT_TRAINING)
+    if unknown:
+        raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+    return {
+        "kind": "score_model",
+        "data": _data_section(data_spec, data),
+        "process": proc.to_config(),
+        "network": default_network(data, class_conditional, dd["conditioning"]),
+        "denoiser": {
+            "parameterization": dd["parameterization"],
+            "conditioning": dd["conditioning"],
+            "sigma_data": round(float(data.data.float().std()), 4),
+            "output_channels": None,
+            "class_conditional": bool(class_conditional),
+        },
+        "objective": dd["objective"],
+        "objective_options": {},
+        "training": {**DEFAULT_TRAINING, **{k: v for k, v in training.items() if v is not None}},
+    }
+
+
+def _data_section(spec: str, data: Dataset) -> dict:
+    return {
+        "spec": spec,
+        "kind": data.kind,
+        "shape": list(data.shape),
+        "num_classes": int(data.num_classes or 0),
+        "transform": data.transform.to_config(),
+    }
+
+
+_REQUIRED = {
+    "score_model": ("data", "process", "network", "denoiser", "training"),
+    "noise_classifier": ("data", "process", "network", "levels", "training"),
+    "classifier": ("data", "process", "network", "classifier", "training"),
+}
+_OPTIONAL = {"score_model": (), "noise_classifier": ("score_run", "accuracy"), "classifier": ()}
+_DEFAULT_OBJECTIVE = {"noise_classifier": "noise_level", "classifier": "noisy_classifier"}
+
+
+def validate_config(cfg: dict) -> dict:
+    """Check a config for unknown keys, wrong types and impossible values; returns it with defaults filled."""
+    if not isinstance(cfg, dict):
+        raise ValueError("config must be a JSON object")
+    kind = cfg.get("kind", "score_model")
+    if kind not in _REQUIRED:
+        raise ValueError(f"unknown run kind {kind!r} (choose from {', '.join(KINDS)})")
+    unknown = set(cfg) - {"kind", "objective", "objective_options", *_REQUIRED[kind], *_OPTIONAL[kind]}
+    if unknown:
+        raise ValueError(f"unknown config key(s): {', '.join(sorted(unknown))}")
+    for key in _REQUIRED[kind]:
+        if not isinstance(cfg.get(key), dict):
+            raise ValueError(f"config section {key!r} is missing or not an object")
+    tr = {**training_defaults(kind), **cfg["training"]}
+    unknown = set(tr) - set(DEFAULT_TRAINING) - set(_NOTES)
+    if unknown:
+        raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+    ints = (
+        "steps",
+        "batch_size",
+        "warmup",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "log_every",
+        "sample_every",
+        "seed",
+    )
+    for k in ints:
+        if isinstance(tr[k], bool) or not isinstance(tr[k], int):
+            raise ValueError(f"training.{k} must be an integer, got {tr[k]!r}")
+    for k in ("lr", "weight_decay", "grad_clip", "ema_decay", "p_uncond"):
+        if isinstance(tr[k], bool) or not isinstance(tr[k], (int, float)) or not math.isfinite(tr[k]):
+            raise ValueError(f"training.{k} must be a number, got {tr[k]!r}")
+    if tr["steps"] <= 0:
+        raise ValueError(f"training.steps must be > 0, got {tr['steps']}")
+    if tr["batch_size"] <= 0:
+        raise ValueError(f"training.batch_size must be > 0, got {tr['batch_size']}")
+    if tr["lr"] <= 0:
+        raise ValueError(f"training.lr must be > 0, got {tr['lr']}")
+    if not 0 <= tr["ema_decay"] < 1:
+        raise ValueError(f"training.ema_decay must be in [0, 1), got {tr['ema_decay']}")
+    if not 0 <= tr["p_uncond"] < 1:
+        raise ValueError(f"training.p_uncond must be in [0, 1), got {tr['p_uncond']}")
+    if tr["warmup"] < 0 or tr["checkpoint_every"] < 0 or tr["log_every"] < 0 or tr["sample_every"] < 0:
+        raise ValueError("training.warmup / checkpoint_every / log_every / sample_every must be >= 0")
+    if tr["keep_checkpoints"] < 1:
+        raise ValueError("training.keep_checkpoints must be >= 1")
+    if tr["amp"] not in ("auto", "none", "bf16", "fp16"):
+        raise ValueError(f"training.amp must be auto|none|bf16|fp16, got {tr['amp']!r}")
+    if tr["nan_policy"] not in ("stop", "skip"):
+        raise ValueError(f"training.nan_policy must be stop|skip, got {tr['nan_policy']!r}")
+    if tr["optimizer"] not in ("adamw", "adam"):
+        raise ValueError(f"training.optimizer must be adamw|adam, got {tr['optimizer']!r}")
+    if not isinstance(tr["ema_warmup"], bool):
+        raise ValueError(f"training.ema_warmup must be true or false, got {tr['ema_warmup']!r}")
+    cfg = dict(cfg)
+    cfg["training"] = tr
+    get_process(cfg["process"])  # raises on impossible values (σ_min ≥ σ_max, …)
+    default_objective = _DEFAULT_OBJECTIVE.get(kind) or DEFAULT_DENOISER.get(cfg["process"].get("name"), {}).get(
+        "objective", "dsm"
+    )
+    cfg.setdefault("objective", default_objective)
+    cfg.setdefault("objective_options", {})
+    return cfg
