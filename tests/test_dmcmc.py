@@ -295,9 +295,9 @@ def test_sample_command_with_dlg_and_the_exact_posterior(tmp_path, capsys):
     assert main(common + dlg + ["--noise-posterior", "exact"]) == 0
     d = np.load(out)
     assert d["samples"].shape == (60, 2) and d["sigma_start"].shape == (60,)
-    # adapting η costs 20 MALA steps (2 NFE) on the 20 chains; start-up (dpmpp_2m, 5 NFE), burn-in, 3 rounds of
+    # adapting η costs 16 MALA steps (2 NFE) on the 20 chains; start-up (dpmpp_2m, 5 NFE), burn-in, 3 rounds of
     # skip; the finisher (heun, 3 NFE) on each of the 60 outputs
-    per_chain = 5 + 2 * 20 + 3 + 3 * 2
+    per_chain = 5 + 2 * 16 + 3 + 3 * 2
     assert float(d["nfe"]) == pytest.approx((20 * per_chain + 60 * 3) / 60)
     assert d["chain"].shape == (60,) and float(d["distinct_fraction"]) == 1.0
     capsys.readouterr()

@@ -6,7 +6,7 @@ front end, which runs DLG: importing it here would close a cycle)."""
 
 from .budget import DLGPlan, plan_dlg
 from .diagnostics import ChainDiagnostics
-from .dlg import REFERENCE_INTEGRATORS, DLGConfig, DLGRun, DMCMCResult, GibbsKernel, run_sampler, sample_dlg
+from .dlg import DLGConfig, DLGRun, DMCMCResult, GibbsKernel, run_sampler, sample_dlg
 from .estimators import (
     ExactNoisePosterior,
     NoiseLevelEstimator,
@@ -15,6 +15,7 @@ from .estimators import (
     estimator_cost,
     make_levels,
 )
+from .reference import REFERENCE_INTEGRATORS
 
 __all__ = [
     "plan_dlg",

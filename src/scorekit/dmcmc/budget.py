@@ -18,7 +18,8 @@ The rules and the measurements behind them are in benchmarks/results/dmcmc_defau
 - Langevin step η = c·σ², c adapted during burn-in to MALA acceptance 0.574 (Roberts & Rosenthal's optimum),
   then ULA at that c;
 - start-up: `dpmpp_2m` (logSNR spacing) with `startup_steps(nfe)` steps; 2 ULA burn-in steps after η is tuned on
-  64 chains (20 MALA steps, their cost shared by all chains).
+  32 chains (16 MALA steps, their cost shared by all chains; dropped when it would cost more than 20 % of the
+  chains, i.e. for small --num).
 """
 
 from __future__ import annotations
@@ -158,12 +159,20 @@ def plan_dlg(
     # few samples cannot amortise a long start-up: drop the adaptation, the burn-in, then start-up steps
     ladder = [(init_steps, burn_in, adapt_steps), (init_steps, burn_in, 0), (init_steps, 0, 0)]
     ladder += [(s, 0, 0) for s in range(init_steps - 1, 0, -1)]
-    for init_steps, burn_in, adapt_steps in ladder:
-        got = fit(init_steps, burn_in, adapt_steps)
-        if got is not None:
+    # (with few samples the adaptation's share can cost more chains than it is worth: the first rung with at least
+    # 80 % of the most chains any rung reaches wins)
+    fits = [(rung, fit(*rung)) for rung in ladder[:3]]  # the full start-up, with and without adaptation/burn-in
+    fits = [(rung, got) for rung, got in fits if got is not None]
+    for rung in ladder[3:]:  # else the longest start-up that fits
+        if fits:
             break
-    if got is None:
+        got = fit(*rung)
+        if got is not None:
+            fits = [(rung, got)]
+    if not fits:
         raise ValueError(f"no DLG setting fits {nfe:g} NFE per sample for {num} samples")
+    most = max(got[0] for _, got in fits)
+    (init_steps, burn_in, adapt_steps), got = next((r, g) for r, g in fits if g[0] >= 0.8 * most)
     chains, split, startup = got
     if init_steps == ladder[0][0]:  # budget left over at this chain count: spend it on a longer start-up
         for more in range(init_steps + 1, 21):
