@@ -38,22 +38,23 @@ from _common import (  # noqa: E402
     write_results,
 )
 
-# The integrators compared with and without DLG (score_sde's EM, reverse diffusion, PC and PF-ODE Euler;
-# Karras et al.'s deterministic Heun and stochastic sampler).
-INTEGRATORS = ["euler_maruyama", "reverse_diffusion", "pc", "pf_euler", "heun", "edm_stochastic"]
+# The paper's six integrators, with and without DLG: KAR1 (heun), KAR2 (edm_stochastic, S_churn 80, S_tmin 0.05,
+# S_tmax 1, S_noise 1.007), reverse diffusion, Euler–Maruyama, probability flow (pf_euler) and score_sde's RK45
+# (rtol = atol = 1e-5). With DLG every setting is the official one: `DLGConfig.reference` (dmcmc/reference.py).
+INTEGRATORS = ["heun", "edm_stochastic", "reverse_diffusion", "euler_maruyama", "pf_euler", "rk45"]
 PLAIN_STEPS = {
     "euler_maruyama": [100, 200, 500, 1000],
     "reverse_diffusion": [100, 200, 500, 1000],
-    "pc": [50, 100, 250, 500],
     "pf_euler": [100, 200, 500, 1000],
+    "rk45": [2],  # adaptive: the tolerance sets the cost
     "heun": [5, 10, 18, 35],
     "edm_stochastic": [5, 10, 18, 35],
 }
 DLG_FINISHER_STEPS = {
     "euler_maruyama": [5, 10, 20, 50],
     "reverse_diffusion": [5, 10, 20, 50],
-    "pc": [3, 5, 10, 25],
     "pf_euler": [5, 10, 20, 50],
+    "rk45": [2],
     "heun": [1, 2, 3, 5],
     "edm_stochastic": [1, 2, 3, 5],
 }
@@ -76,11 +77,22 @@ def parse_args(argv=None):
     p.add_argument("--integrators", default=",".join(INTEGRATORS))
     p.add_argument("--plain-steps", default=None, help="override: comma list of steps for every integrator")
     p.add_argument("--dlg-steps", default=None, help="override: comma list of finisher steps for every integrator")
-    p.add_argument("--dlg-chains", type=int, default=256)
-    p.add_argument("--dlg-skip", type=int, default=2)
-    p.add_argument("--dlg-eta", type=float, default=None, help="DLG Langevin step (default: scorekit's DLGConfig)")
-    p.add_argument("--dlg-burn-in", type=int, default=None)
-    p.add_argument("--dlg-init-steps", type=int, default=None)
+    p.add_argument(
+        "--preset",
+        default="reference-cifar10",
+        choices=("reference-cifar10", "reference-celebahq"),
+        help="the official DLG setting (DLGConfig.reference); default: CIFAR-10's",
+    )
+    p.add_argument(
+        "--official-steps",
+        action="store_true",
+        help="DLG finisher steps as in the official code (20 points) instead of the --dlg-steps sweep",
+    )
+    p.add_argument("--dlg-chains", type=int, default=None, help="default: the official batch (200)")
+    p.add_argument("--dlg-skip", type=int, default=None, help="default: the official 10")
+    p.add_argument("--dlg-eta", type=float, default=None, help="default: the official 0.8")
+    p.add_argument("--dlg-burn-in", type=int, default=None, help="default: the official second warm-up phase")
+    p.add_argument("--dlg-init-steps", type=int, default=None, help="default: the official KAR2 N = 20 (19 steps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", required=True, help="output folder for the table, JSON and plot")
@@ -147,15 +159,18 @@ def _noise_classifier(args, out: Path, run: Path, ref_user):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from dataclasses import replace
+
     from scorekit.checkpoint import load_denoiser, read_config
     from scorekit.data import DataTransform
-    from scorekit.dmcmc import DLGConfig, sample_dlg
+    from scorekit.dmcmc import REFERENCE_INTEGRATORS, DLGConfig, sample_dlg
     from scorekit.sampling import generate
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.dry_run:
         args.num, args.batch_size, args.dlg_chains = 8, 8, 4
+        args.dlg_skip = 2 if args.dlg_skip is None else args.dlg_skip
         args.plain_steps = args.plain_steps or "2"
         args.dlg_steps = args.dlg_steps or "1"
         args.dlg_burn_in = 1 if args.dlg_burn_in is None else args.dlg_burn_in
@@ -179,7 +194,14 @@ def main(argv=None) -> int:
         for steps in _steps(args.plain_steps, PLAIN_STEPS, name):
             with Timer() as t:
                 res = generate(
-                    den, name, steps, args.num, batch_size=args.batch_size, seed=args.seed, device=args.device
+                    den,
+                    name,
+                    steps,
+                    args.num,
+                    batch_size=args.batch_size,
+                    seed=args.seed,
+                    device=args.device,
+                    sampler_options=REFERENCE_INTEGRATORS[name][2] if name == "rk45" else None,
                 )
             rows.append(
                 {
@@ -191,17 +213,22 @@ def main(argv=None) -> int:
                     "seconds": round(t.seconds, 1),
                 }
             )
-        for steps in _steps(args.dlg_steps, DLG_FINISHER_STEPS, name):
+        dlg_steps = [REFERENCE_INTEGRATORS[name][1]] if args.official_steps else None
+        for steps in dlg_steps or _steps(args.dlg_steps, DLG_FINISHER_STEPS, name):
             kw = {
                 k: v
                 for k, v in {
+                    "chains": args.dlg_chains,
+                    "skip": args.dlg_skip,
                     "eta": args.dlg_eta,
                     "burn_in": args.dlg_burn_in,
                     "init_steps": args.dlg_init_steps,
                 }.items()
                 if v is not None
             }
-            dcfg = DLGConfig(chains=args.dlg_chains, skip=args.dlg_skip, finisher=name, finisher_steps=steps, **kw)
+            dcfg = DLGConfig.reference(args.preset.split("-", 1)[1], finisher=name, **kw)
+            if name != "rk45":
+                dcfg = replace(dcfg, finisher_steps=steps)
             gen = torch.Generator(device=args.device).manual_seed(args.seed)
             with Timer() as t:
                 res = sample_dlg(den, estimator, args.num, dcfg, generator=gen, device=args.device)
@@ -221,7 +248,8 @@ def main(argv=None) -> int:
         "extractor": extractor.describe(),
         "dry_run": args.dry_run,
         "device": str(args.device),
-        "dlg": {"chains": args.dlg_chains, "skip": args.dlg_skip},
+        "dlg_preset": args.preset,
+        "dlg_overrides": {"chains": args.dlg_chains, "skip": args.dlg_skip, "eta": args.dlg_eta},
     }
     write_results(
         out,
