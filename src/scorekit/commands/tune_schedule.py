@@ -112,9 +112,9 @@ def run(args) -> int:
     )
     out = Path(args.out) if args.out else Path(args.run) / "schedules" / f"{sampler}-nfe{args.nfe}.json"
     save_schedule(out, result)
-    e = result["endpoint_rms"]
+    e = result["endpoint_error"]
     print(
         f"{out}: {sampler} at NFE {args.nfe}, {result['chosen']} schedule "
-        f"(held-out endpoint RMS {e['heldout_tuned']:.4g} tuned vs {e['heldout_start']:.4g} start)"
+        f"(held-out endpoint error {e['heldout_tuned']:.4g} tuned vs {e['heldout_start']:.4g} start)"
     )
     return 0
