@@ -38,7 +38,10 @@ SCHEMA = "scorekit-provenance/1"
 
 
 def config_sha256(config: dict) -> str:
-    """SHA-256 of a config as canonical JSON (sorted keys, no spaces), so key order does not change it."""
+    """SHA-256 of a config as canonical JSON (sorted keys, no spaces), so key order does not change it; a top-level
+    `provenance` record (when and by which command the config was written) is not part of what it identifies."""
+    if isinstance(config, dict) and PROVENANCE_KEY in config:
+        config = {k: v for k, v in config.items() if k != PROVENANCE_KEY}
     blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(blob).hexdigest()
 
@@ -137,7 +140,10 @@ def attach_to_npz(path: str | Path, record: dict) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
     os.close(fd)
     try:
+        from .outputs import set_output_mode
+
         np.savez(tmp, **arrays)
+        set_output_mode(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -183,6 +189,8 @@ def read_provenance(path: str | Path) -> dict | None:
         raise ValueError(f"file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".npz":
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path} is not an .npz archive")
         try:
             with np.load(path, allow_pickle=False) as z:
                 if PROVENANCE_KEY not in z.files:

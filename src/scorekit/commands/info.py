@@ -31,6 +31,9 @@ def describe(path: str | Path, log_lines: int = 3) -> dict:
 
         import numpy as np
 
+        from ..data.readers import require_npz
+
+        require_npz(path)
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {}
