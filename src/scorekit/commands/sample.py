@@ -64,8 +64,8 @@ def add_arguments(p):
         "--batch-size",
         type=int,
         default=None,
-        help="samples per batch (default: up to 16384 vectors, or about 2^21 values of images per batch); "
-        "the samples of a seed depend on it",
+        help="samples per batch (default by data size and device: 1024 vectors on a CPU, 16384 on a GPU; images "
+        "about 2^21 values per batch on a CPU, 2^23 on a GPU); the samples of a seed depend on it",
     )
     p.add_argument("--out", required=True, help="output .npz: samples, nfe, labels, provenance (keys: docs/formats.md)")
     p.add_argument("--grid", default=None, help="also write a PNG grid (images) or scatter plot (2-D data)")
