@@ -73,6 +73,13 @@ def _default_threads() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .provenance import command_line
+
+    with command_line(sys.argv[1:] if argv is None else list(argv)):
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

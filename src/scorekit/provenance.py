@@ -16,6 +16,8 @@ import json
 import platform
 import sys
 import zipfile
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,10 +33,23 @@ __all__ = [
     "npz_entry",
     "attach_to_json",
     "read_provenance",
+    "command_line",
 ]
 
 PROVENANCE_KEY = "provenance"
 SCHEMA = "scorekit-provenance/1"
+_COMMAND_LINE: ContextVar[list[str] | None] = ContextVar("scorekit_command_line", default=None)
+
+
+@contextmanager
+def command_line(argv: list[str]):
+    """Within the block, records name `argv` as the command line (`cli.main` wraps each command in this, so a
+    command run from Python — `main(["sample", ...])` — is recorded as typed, not as the host process's argv)."""
+    token = _COMMAND_LINE.set(["scorekit", *[str(a) for a in argv]])
+    try:
+        yield
+    finally:
+        _COMMAND_LINE.reset(token)
 
 
 def config_sha256(config: dict) -> str:
@@ -102,6 +117,8 @@ def provenance(command_line: list[str] | str | None = None, model=None, **settin
 
     from . import __version__
 
+    if command_line is None:
+        command_line = _COMMAND_LINE.get()
     if command_line is None:
         command_line = ["scorekit", *sys.argv[1:]] if Path(sys.argv[0]).name in ("scorekit", "__main__.py") else list(
             sys.argv)  # fmt: skip

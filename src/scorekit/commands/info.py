@@ -85,6 +85,7 @@ def _describe_run(run: Path, log_lines: int) -> dict:
         "network": (cfg.get("network") or {}).get("arch"),
         "objective": cfg.get("objective"),
         "steps_planned": tr.get("steps"),
+        "provenance": cfg.get("provenance") if isinstance(cfg.get("provenance"), dict) else None,
     }
     if (run / "model.safetensors").is_file():
         tensors, meta = load_tensors(run / "model.safetensors")
@@ -153,11 +154,10 @@ def run(args) -> int:
                 print(f"  {_fmt(rec)}")
         else:
             print(f"{k}: {_fmt(v)}")
-    if "run" not in info:
-        if prov is None:
-            print("provenance: none recorded")
-        else:
-            print("provenance:")
-            for kk, vv in prov.items():
-                print(f"  {kk}: {_fmt(vv)}")
+    if prov is None:  # files, and run directories (config.json's record) alike
+        print("provenance: none recorded")
+    else:
+        print("provenance:")
+        for kk, vv in prov.items():
+            print(f"  {kk}: {_fmt(vv)}")
     return 0
