@@ -117,12 +117,11 @@ def write_json_atomic(path: str | Path, obj) -> None:
 
 
 def write_config(run_dir: str | Path, config: dict) -> None:
-    """Write RUN/config.json; a config without a `provenance` key gets one (the command line that made the run,
-    versions, time), which `provenance.config_sha256` leaves out of the config's hash."""
-    if "provenance" not in config:
-        from .provenance import provenance
+    """Write RUN/config.json with a fresh `provenance` key (the command that wrote it — train, train --resume,
+    import, … — versions, time), which `provenance.config_sha256` leaves out of the config's hash."""
+    from .provenance import provenance
 
-        config = {**config, "provenance": provenance(kind=config.get("kind", "score_model"))}
+    config = {**config, "provenance": provenance(kind=config.get("kind", "score_model"))}
     write_json_atomic(Path(run_dir) / "config.json", config)
 
 

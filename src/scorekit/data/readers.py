@@ -331,6 +331,9 @@ def require_npz(path: str | Path) -> Path:
     if not path.is_file():
         raise ValueError(f"{path}: file not found" if not path.exists() else f"{path} is a folder, not an .npz file")
     if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            if f.read(2) == b"PK":  # a zip that lost its end (an interrupted copy)
+                raise ValueError(f"{path}: cannot read .npz (truncated or damaged zip archive)")
         raise ValueError(f"{path} is not an .npz archive (expected a zip of .npy arrays, as numpy.savez writes)")
     return path
 
