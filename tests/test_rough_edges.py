@@ -194,3 +194,16 @@ def test_progress_bars_stay_out_of_logs(tmp_path, gmm, capsys):
     argv = ["likelihood", "--model", gmm, "--data", "moons", "--num", "4", "--out", tmp_path / "l.json"]
     rc, _, err = _cli(capsys, *argv)
     assert rc == 0 and "batch/s" not in err and "\r" not in err, err
+
+
+def test_aborted_npz_leaves_no_folder(tmp_path):
+    from scorekit.sampling import NpzStreamWriter
+
+    w = NpzStreamWriter(tmp_path / "a" / "b" / "s.npz", "samples", (4, 2))
+    w.append(np.zeros((2, 2), np.float32))
+    w.abort()
+    assert not (tmp_path / "a").exists()
+    w = NpzStreamWriter(tmp_path / "c" / "s.npz", "samples", (2, 2))
+    w.append(np.zeros((2, 2), np.float32))
+    w.close()
+    assert (tmp_path / "c" / "s.npz").is_file()

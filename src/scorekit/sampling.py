@@ -484,6 +484,11 @@ class NpzStreamWriter:
         self.path = Path(path)
         if self.path.suffix != ".npz":
             raise ValueError(f"output must end in .npz, got {self.path}")
+        self._made_dirs = []  # folders this writer creates, removed again if it is aborted
+        d = self.path.parent
+        while not d.exists() and d != d.parent:
+            self._made_dirs.append(d)
+            d = d.parent
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".npz", dir=self.path.parent)
         os.close(fd)
@@ -521,3 +526,8 @@ class NpzStreamWriter:
             except (OSError, ValueError):
                 pass
         self.tmp.unlink(missing_ok=True)
+        for d in self._made_dirs:  # deepest first; only if still empty
+            try:
+                d.rmdir()
+            except OSError:
+                break
