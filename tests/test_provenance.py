@@ -180,6 +180,7 @@ def test_likelihood_tune_and_config_carry_provenance(tmp_path):
     assert _cli(*argv, tmp_path / "s.json", "--no-progress") == 0
     rec = read_provenance(tmp_path / "s.json")
     assert rec["settings"]["nfe"] == 3 and rec["model"]["kind"] == "gmm"
+    assert torch.is_grad_enabled()  # the command does not switch autograd off for its caller
     from scorekit.samplers.schedules import read_schedule_file
 
     assert len(read_schedule_file(tmp_path / "s.json")["sigmas"]) == 4  # still a valid schedule file

@@ -102,22 +102,22 @@ def run(args) -> int:
         start = get_sigmas(args.start, args.nfe, process=proc, sigma_min=smin, sigma_max=smax)
     else:
         start = plan.sigmas_tensor(sigma_min=smin, sigma_max=smax, process=proc)
-    torch.set_grad_enabled(False)
-    result = tune_schedule(
-        den,
-        sampler,
-        args.nfe,
-        shape=shape,
-        start=start,
-        options=options,
-        sigma_min=smin,
-        sigma_max=smax,
-        teachers=args.teachers,
-        seed=args.seed,
-        grid_size=args.grid,
-        model=model,
-        dtype=torch.float64 if args.model else torch.float32,
-    )
+    with torch.no_grad():  # not torch.set_grad_enabled(False): that would leak into the caller
+        result = tune_schedule(
+            den,
+            sampler,
+            args.nfe,
+            shape=shape,
+            start=start,
+            options=options,
+            sigma_min=smin,
+            sigma_max=smax,
+            teachers=args.teachers,
+            seed=args.seed,
+            grid_size=args.grid,
+            model=model,
+            dtype=torch.float64 if args.model else torch.float32,
+        )
     out = Path(args.out) if args.out else Path(args.run) / "schedules" / f"{sampler}-nfe{args.nfe}.json"
     record = provenance(
         model=args.run or args.model, sampler=sampler, options=options, nfe=args.nfe, start=args.start,

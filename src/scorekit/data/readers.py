@@ -342,7 +342,7 @@ def _require_npy(path: Path) -> None:
     with open(path, "rb") as f:
         magic = f.read(6)
     if magic != b"\x93NUMPY":
-        raise ValueError(f"{path} is not an .npy array file (expected one array as numpy.save writes)")
+        raise ValueError(f"{path}: cannot read .npy (not a NumPy .npy array file, as numpy.save writes)")
 
 
 def _load_npy(path: Path) -> Dataset:
