@@ -102,7 +102,12 @@ def save_labelled_panels(path, panels, nrow: int | None = None, reference=None, 
     panels = list(panels)
     if not panels:
         raise ValueError("save_labelled_panels needs at least one (title, samples) panel")
-    fig = Figure(figsize=(3.6 * len(panels), 3.9), dpi=110)
+    first = torch.as_tensor(panels[0][1])
+    aspect = 1.0  # height / width of one panel's content
+    if not (first.ndim == 2 and first.shape[1] == 2):
+        g = image_grid(first, nrow)
+        aspect = min(1.5, max(0.15, g.shape[0] / g.shape[1]))
+    fig = Figure(figsize=(3.6 * len(panels), 3.6 * aspect + 0.9), dpi=110)
     FigureCanvasAgg(fig)
     for i, (title, x) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
