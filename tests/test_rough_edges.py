@@ -49,6 +49,7 @@ def test_output_parent_is_a_file(tmp_path, gmm, capsys):
         ["evaluate", "--samples", tmp_path / "none.npz", "--data", "moons", "--out", keep / "m.json"],
         ["quickstart", "--out", keep / "qs", "--steps", "1"],
         ["tune-schedule", "--model", gmm, "--nfe", "4", "--out", keep / "s.json"],
+        ["train", "--data", "moons", "--steps", "1", "--out", keep / "run", "--no-progress"],  # cli's safety net
     ]
     for argv in cases:
         rc, _, err = _cli(capsys, *argv)
