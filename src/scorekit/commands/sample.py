@@ -116,12 +116,14 @@ def _preview_rows(shape) -> int:
     return 100 if len(shape) == 3 else 2000
 
 
-def save_preview(path, samples_user: torch.Tensor, kind: str, reference: torch.Tensor | None = None) -> None:
+def save_preview(
+    path, samples_user: torch.Tensor, kind: str, reference: torch.Tensor | None = None, title: str | None = None
+) -> None:
     if kind == "image":
         n = min(len(samples_user), 100)
         save_image_grid(path, samples_user[:n], nrow=max(1, int(math.ceil(math.sqrt(n)))))
     elif samples_user.ndim == 2 and samples_user.shape[1] == 2:
-        save_scatter(path, samples_user, ref=reference)
+        save_scatter(path, samples_user, ref=reference, title=title)
     else:
         raise ValueError("--grid needs image data or 2-D vector data")
 
@@ -226,7 +228,11 @@ def run(args) -> int:
         ref = None
         if gmm is not None and gmm.dim == 2:
             ref = gmm.sample(min(2000, args.num), torch.Generator().manual_seed(args.seed + 1))[0].float()
-        save_preview(args.grid, preview, kind, ref)
+        from ..plots import panel_title
+
+        method = stream.plan.sampler if stream.plan is not None else args.sampler
+        method = f"dlg+{method}" if dlg is not None else method
+        save_preview(args.grid, preview, kind, ref, title=panel_title(method, stream.nfe))
     extra = ""
     if "classifier_evals" in stream.extra:
         extra = f"; noise-classifier evaluations per sample {float(stream.extra['classifier_evals']):.2f}"
