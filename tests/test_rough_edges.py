@@ -141,6 +141,14 @@ def test_rk45_steps(tmp_path, gmm, capsys):
     assert rc == 0 and "adaptive" in out
     with np.load(tmp_path / "r.npz") as z:
         assert float(z["nfe"]) > 3 and z["samples"].std(0)[0] > 0.5  # integrated, not the mean
+    import torch
+
+    from scorekit.analytic import GaussianMixture
+    from scorekit.samplers import sample_rk45
+
+    den = GaussianMixture(SPEC["weights"], SPEC["means"], SPEC["variances"]).denoiser(None)
+    with pytest.raises(ValueError, match="adaptive"):  # the library refuses too
+        sample_rk45(den, torch.randn(4, 2), torch.tensor([10.0, 0.0]))
 
 
 def test_one_file_mode_for_all_outputs(tmp_path, gmm, capsys):
