@@ -114,7 +114,11 @@ def _run(args) -> int:
         print(f"side-by-side grid: {out / 'heun_vs_dlg.png'}")
     timings["total_s"] = time.perf_counter() - t0
     summary["timings"] = timings
-    write_json_atomic(out / "summary.json", summary)
+    from ..provenance import attach_to_json, provenance
+
+    rec = provenance(model=run_dir, steps=args.steps, classifier_steps=args.classifier_steps, num=args.num,
+                     seed=args.seed) | {"wall_s": round(timings["total_s"], 3)}  # fmt: skip
+    write_json_atomic(out / "summary.json", attach_to_json(summary, rec))
     print(f"done in {timings['total_s'] / 60:.1f} min; summary in {out / 'summary.json'}")
     return 0
 
@@ -136,6 +140,12 @@ def _save_npz(path: Path, samples_user: Tensor, nfe: float, run_dir, method: str
 
     rec = provenance(model=run_dir, sampler=method, steps=steps, seed=seed, num=len(samples_user), **extra)
     save_samples_npz(path, samples_user, nfe, provenance=rec)
+
+
+def _with_provenance(obj: dict, run_dir, **settings) -> dict:
+    from ..provenance import attach_to_json, provenance
+
+    return attach_to_json(obj, provenance(model=run_dir, **settings))
 
 
 def _save_comparison(out: Path, rows: list[dict], transform, run_dir, *, seed: int, dlg: dict) -> None:
@@ -211,7 +221,8 @@ def quickstart_comparison(
         f"| {r['method']} | {r['steps']} | {r['nfe']:.2f} | {r['classifier_evals']:.2f} | {r['fid_digits']:.3f} |"
         for r in table
     ]
-    write_json_atomic(out / "dmcmc_comparison.json", {"rows": table, "dlg_config": asdict(cfg), "classifier": acc})
+    write_json_atomic(out / "dmcmc_comparison.json", _with_provenance(
+        {"rows": table, "dlg_config": asdict(cfg), "classifier": acc}, run_dir, seed=seed, num=num))  # fmt: skip
     (out / "dmcmc_comparison.md").write_text("\n".join(md) + "\n")
     if progress:
         print("[4/4] heun vs DLG + heun at equal NFE (digits FID, lower is better):\n" + "\n".join(md))
