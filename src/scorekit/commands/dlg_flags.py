@@ -106,5 +106,8 @@ def dlg_from_args(
         if want and have and want != have:
             raise ValueError(f"noise classifier {clf} was trained on shape {want}, the model makes {have}")
     else:
-        raise ValueError("--dmcmc dlg needs --noise-classifier RUN2 or --noise-posterior exact")
+        raise ValueError(
+            "--dmcmc dlg needs --noise-classifier DIR (a noise-classifier run directory made by "
+            "train-noise-classifier) or --noise-posterior exact (gmm: models)"
+        )
     return dlg_config_from_args(args), estimator
