@@ -124,9 +124,9 @@ def tune_all(gmm, nfes, folder: Path, teachers: int, seed: int) -> dict:
             res["seconds"] = time.perf_counter() - t
             save_schedule(folder / f"{name}-nfe{n}.json", res)
             out[(name, n)] = res
-            e = res["endpoint_rms"]
+            e = res["endpoint_error"]
             print(
-                f"  tuned {name:6s} NFE {n:2d}: {res['chosen']:5s} held-out RMS {e['heldout_tuned']:.4f} "
+                f"  tuned {name:6s} NFE {n:2d}: {res['chosen']:5s} held-out error {e['heldout_tuned']:.4f} "
                 f"(start {e['heldout_start']:.4f}) {res['seconds']:.1f}s",
                 flush=True,
             )
@@ -353,7 +353,7 @@ def write(results, path_md, path_json, path_png):
             L.append(f"| {name} | " + " | ".join(cells) + " |")
         L.append("")
     if results.get("tuning"):
-        L.append("## Tuning cost and held-out check (endpoint RMS vs the teacher on held-out trajectories)")
+        L.append("## Tuning cost and held-out check (mean endpoint distance to the teacher on held-out trajectories)")
         L.append("")
         L.append("| problem | solver | NFE | chosen | held-out tuned | held-out start | seconds |")
         L.append("|---|---|---|---|---|---|---|")
@@ -437,7 +437,7 @@ def digits(run_dir: str, nfes, num: int, kd, out: Path, teachers: int = 32):
                 )  # fmt: skip
                 cpu = time.process_time() - t
                 save_schedule(sched_dir / f"{name}-nfe{n}.json", res)
-                e = res["endpoint_rms"]
+                e = res["endpoint_error"]
                 tuning.append({"sampler": name, "nfe": n, "chosen": res["chosen"], "cpu_seconds": cpu,
                                "heldout_tuned": e["heldout_tuned"], "heldout_start": e["heldout_start"]})  # fmt: skip
                 print(f"  digits tuned {name} NFE {n}: {res['chosen']} {cpu:.1f} CPU-s", flush=True)
@@ -484,7 +484,7 @@ def digits(run_dir: str, nfes, num: int, kd, out: Path, teachers: int = 32):
             cells.append(f"{r['fid']:.3f} / {r['precision']:.2f} / {r['recall']:.2f}" if r else "–")
         L.append(f"| {name} | " + " | ".join(cells) + " |")
     L.append("")
-    L.append("| tuned | NFE | chosen | held-out RMS tuned / start | CPU seconds |")
+    L.append("| tuned | NFE | chosen | held-out error tuned / start | CPU seconds |")
     L.append("|---|---|---|---|---|")
     for t in tuning:
         L.append(f"| {t['sampler']} | {t['nfe']} | {t['chosen']} | {t['heldout_tuned']:.4f} / "
@@ -608,8 +608,8 @@ def main(argv=None):
                         "sampler": k[0],
                         "nfe": k[1],
                         "chosen": v["chosen"],
-                        "heldout_tuned": v["endpoint_rms"]["heldout_tuned"],
-                        "heldout_start": v["endpoint_rms"]["heldout_start"],
+                        "heldout_tuned": v["endpoint_error"]["heldout_tuned"],
+                        "heldout_start": v["endpoint_error"]["heldout_start"],
                         "seconds": v["seconds"],
                         "sigmas": v["sigmas"],
                     }

@@ -238,7 +238,7 @@ def _truth(gmm, z, smax):
 def test_tuned_schedule_never_worse_on_fresh_seeds(gmm, sampler):
     start = get_sigmas("karras", 5, sigma_min=0.01, sigma_max=80.0)
     res = tune_schedule(gmm.denoiser(), sampler, 5, shape=(2,), start=start, sigma_min=0.01, teachers=16, seed=0)
-    assert res["endpoint_rms"]["heldout_tuned"] <= res["endpoint_rms"]["heldout_start"] or res["chosen"] == "start"
+    assert res["endpoint_error"]["heldout_tuned"] <= res["endpoint_error"]["heldout_start"] or res["chosen"] == "start"
     z = _z(256, seed=1234)  # fresh seeds
     truth = _truth(gmm, z, 80.0)
     fn = SAMPLERS[sampler].fn

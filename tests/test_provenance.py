@@ -127,3 +127,101 @@ def test_info_command(tmp_path, capsys):
     (run / "model.safetensors").write_bytes(b"garbage")
     assert _cli("info", run) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+# --- every writer records where its output came from ------------------------------------------------------------
+def _labelled_gmm(tmp_path):
+    p = tmp_path / "lgmm.json"
+    spec = {"weights": [0.5, 0.5], "means": [[-1.0, 0.0], [1.0, 0.0]], "variances": [[0.1, 0.1], [0.1, 0.1]],
+            "labels": [0, 1]}  # fmt: skip
+    p.write_text(json.dumps(spec))
+    return p, spec
+
+
+def test_sample_files_carry_provenance(tmp_path, capsys):
+    p, spec = _labelled_gmm(tmp_path)
+    base = ["sample", "--model", f"gmm:{p}", "--num", 16, "--seed", 5, "--no-progress"]
+    assert _cli(*base, "--sampler", "heun", "--steps", 4, "--schedule", "karras", "--out", tmp_path / "a.npz") == 0
+    rec = read_provenance(tmp_path / "a.npz")
+    assert rec["command_line"].startswith("scorekit sample --model gmm:") and "--seed 5" in rec["command_line"]
+    assert rec["model"] == {"kind": "gmm", "spec": f"gmm:{p}", "spec_sha256": config_sha256(spec)}
+    s = rec["settings"]
+    assert s["sampler"] == "heun" and s["steps"] == 4 and s["seed"] == 5 and s["num"] == 16
+    assert s["schedule"]["spacing"] == "karras" and s["process"] == "vp"
+    with np.load(tmp_path / "a.npz") as z:
+        assert rec["nfe"] == float(z["nfe"]) and rec["wall_s"] >= 0
+    # the --nfe budget path records its plan
+    assert _cli(*base, "--nfe", 6, "--out", tmp_path / "b.npz") == 0
+    rec = read_provenance(tmp_path / "b.npz")
+    assert rec["nfe_plan"]["nfe_budget"] == 6 and rec["settings"]["nfe_budget"] == 6
+    assert rec["settings"]["sampler"] == rec["nfe_plan"]["sampler"] and rec["nfe"] <= 6
+    # DLG and guidance
+    argv = [*base, "--sampler", "heun", "--steps", 3, "--dmcmc", "dlg", "--noise-posterior", "exact"]
+    assert _cli(*argv, "--out", tmp_path / "c.npz") == 0
+    assert read_provenance(tmp_path / "c.npz")["settings"]["dmcmc"]["method"] == "dlg"
+    argv = [*base, "--sampler", "heun", "--steps", 3, "--guidance", "classifier", "--classifier", "exact"]
+    assert _cli(*argv, "--class", 1, "--scale", 2, "--out", tmp_path / "d.npz") == 0
+    g = read_provenance(tmp_path / "d.npz")["settings"]["guidance"]
+    assert g["guidance"] == "classifier" and g["classifier"] == "exact" and g["scale"] == 2.0
+    capsys.readouterr()
+    assert _cli("info", tmp_path / "d.npz") == 0
+    out = capsys.readouterr().out
+    assert "wall_s:" in out and '"sampler": "heun"' in out and "command_line:" in out
+
+
+def test_likelihood_tune_and_config_carry_provenance(tmp_path):
+    p, spec = _gmm(tmp_path)
+    argv = ["likelihood", "--model", f"gmm:{p}", "--data", "moons", "--num", 6, "--out", tmp_path / "l.json"]
+    assert _cli(*argv, "--no-progress") == 0
+    rec = read_provenance(tmp_path / "l.json")
+    assert rec["model"]["spec_sha256"] == config_sha256(spec) and rec["settings"]["method"] == "ode"
+    assert rec["nfe"] == json.loads((tmp_path / "l.json").read_text())["nfe"] and "wall_s" in rec
+    argv = ["tune-schedule", "--model", f"gmm:{p}", "--nfe", 3, "--teachers", 2, "--grid", 6, "--out"]
+    assert _cli(*argv, tmp_path / "s.json", "--no-progress") == 0
+    rec = read_provenance(tmp_path / "s.json")
+    assert rec["settings"]["nfe"] == 3 and rec["model"]["kind"] == "gmm"
+    assert torch.is_grad_enabled()  # the command does not switch autograd off for its caller
+    from scorekit.samplers.schedules import read_schedule_file
+
+    assert len(read_schedule_file(tmp_path / "s.json")["sigmas"]) == 4  # still a valid schedule file
+    # config.json gets a record when written; the config hash ignores it
+    from scorekit.checkpoint import read_config, write_config
+
+    cfg = {"kind": "score_model", "data": {"spec": "moons"}}
+    write_config(tmp_path / "r", cfg)
+    got = read_config(tmp_path / "r")
+    assert got["provenance"]["settings"]["kind"] == "score_model" and config_sha256(got) == config_sha256(cfg)
+    from scorekit.run_config import validate_config
+
+    with pytest.raises(ValueError, match="config section"):  # a config read back validates up to its sections
+        validate_config(got)
+
+
+def test_quickstart_sample_files_and_labelled_picture(tmp_path):
+    from PIL import Image
+
+    from scorekit.commands.quickstart import _save_comparison
+    from scorekit.data import DataTransform
+
+    run, _ = _run(tmp_path)
+    g = torch.Generator().manual_seed(0)
+    rows = [
+        {"method": "heun", "steps": 4, "nfe": 7.0, "metric": 12.5, "samples": torch.rand(12, 1, 8, 8, generator=g)},
+        {"method": "dlg+heun", "steps": 3, "nfe": 6.5, "metric": 9.25, "samples": torch.rand(12, 1, 8, 8, generator=g)},
+    ]
+    _save_comparison(tmp_path, rows, DataTransform.identity(), run, seed=3, dlg={"chains": 4})
+    for name, row in zip(("samples_heun_comparison.npz", "samples_dlg_heun_comparison.npz"), rows):
+        with np.load(tmp_path / name) as z:
+            assert z["samples"].shape == (12, 1, 8, 8) and float(z["nfe"]) == row["nfe"]
+        rec = read_provenance(tmp_path / name)
+        assert rec["settings"]["sampler"] == row["method"] and rec["model"]["kind"] == "run"
+    assert read_provenance(tmp_path / "samples_dlg_heun_comparison.npz")["settings"]["dmcmc"] == {"chains": 4}
+    img = Image.open(tmp_path / "heun_vs_dlg.png")
+    assert img.size[0] > img.size[1]  # two panels side by side
+
+
+def test_panel_titles():
+    from scorekit.plots import panel_title
+
+    assert panel_title("dlg+heun", 6.5, FID=9.25) == "dlg+heun · NFE 6.5 · FID 9.25"
+    assert panel_title("heun", None, FID=None) == "heun"

@@ -63,8 +63,12 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def _atomic_replace(tmp: Path, dest: Path) -> None:
+    """fsync, give the temp file the mode of every other output (mkstemp makes 0600), rename over `dest`."""
+    from .outputs import set_output_mode
+
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
+    set_output_mode(tmp)
     os.replace(tmp, dest)
 
 
@@ -113,12 +117,19 @@ def write_json_atomic(path: str | Path, obj) -> None:
 
 
 def write_config(run_dir: str | Path, config: dict) -> None:
+    """Write RUN/config.json with a fresh `provenance` key (the command that wrote it — train, train --resume,
+    import, … — versions, time), which `provenance.config_sha256` leaves out of the config's hash."""
+    from .provenance import provenance
+
+    config = {**config, "provenance": provenance(kind=config.get("kind", "score_model"))}
     write_json_atomic(Path(run_dir) / "config.json", config)
 
 
 def read_config(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     p = run_dir / "config.json"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir} is not a directory (a run directory holds config.json and the weights)")
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory not found: {run_dir}")
     if not p.is_file():
@@ -164,6 +175,7 @@ def save_checkpoint(run_dir: str | Path, step: int, files: dict[str, tuple[dict,
     ck_root.mkdir(parents=True, exist_ok=True)
     final = ck_root / f"step_{int(step):08d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".step_{int(step):08d}.", dir=ck_root))
+    os.chmod(tmp, _dir_mode())  # mkdtemp makes 0700; a step folder gets the mode of any other folder
     try:
         for name, (tensors, meta) in files.items():
             save_tensors(tmp / f"{name}.safetensors", tensors, {**meta, "step": str(int(step))})
@@ -183,6 +195,12 @@ def save_checkpoint(run_dir: str | Path, step: int, files: dict[str, tuple[dict,
     for old in steps[: max(0, len(steps) - max(1, keep))]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _dir_mode() -> int:
+    from .outputs import output_mode
+
+    return output_mode(directory=True)
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

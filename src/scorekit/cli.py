@@ -73,6 +73,13 @@ def _default_threads() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .provenance import command_line
+
+    with command_line(sys.argv[1:] if argv is None else list(argv)):
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
@@ -87,10 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"scorekit {args.command}: interrupted\n")
         return 130
-    except (CliError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
+    except (
+        CliError,
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        IsADirectoryError,
+        PermissionError,
+    ) as e:
         if debug:
             raise
-        msg = " ".join(str(e).split()) or type(e).__name__
+        msg = _path_error(e) or " ".join(str(e).split()) or type(e).__name__
         sys.stderr.write(f"scorekit {args.command}: error: {msg}\n")
         return 2
     except (RuntimeError, OSError, TypeError, KeyError, IndexError) as e:  # last resort: still one line
@@ -102,6 +117,24 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _shutdown_distributed(ok)
     return int(rc or 0)
+
+
+def _path_error(e: Exception) -> str | None:
+    """A clear line for an OS error about a path: which part of it is a file where a folder is needed."""
+    import errno
+    from pathlib import Path
+
+    name = getattr(e, "filename", None)
+    if not isinstance(e, OSError) or name is None:
+        return None
+    if e.errno in (errno.ENOTDIR, errno.EEXIST):
+        p = Path(name)
+        for parent in [p, *p.parents]:
+            if parent.exists() and not parent.is_dir():
+                return f"cannot write {name}: {parent} is a file, not a folder"
+    if e.errno == errno.EACCES:
+        return f"cannot write {name}: permission denied"
+    return None
 
 
 def _shutdown_distributed(ok: bool) -> None:

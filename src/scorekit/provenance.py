@@ -16,6 +16,8 @@ import json
 import platform
 import sys
 import zipfile
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,14 +33,30 @@ __all__ = [
     "npz_entry",
     "attach_to_json",
     "read_provenance",
+    "command_line",
 ]
 
 PROVENANCE_KEY = "provenance"
 SCHEMA = "scorekit-provenance/1"
+_COMMAND_LINE: ContextVar[list[str] | None] = ContextVar("scorekit_command_line", default=None)
+
+
+@contextmanager
+def command_line(argv: list[str]):
+    """Within the block, records name `argv` as the command line (`cli.main` wraps each command in this, so a
+    command run from Python — `main(["sample", ...])` — is recorded as typed, not as the host process's argv)."""
+    token = _COMMAND_LINE.set(["scorekit", *[str(a) for a in argv]])
+    try:
+        yield
+    finally:
+        _COMMAND_LINE.reset(token)
 
 
 def config_sha256(config: dict) -> str:
-    """SHA-256 of a config as canonical JSON (sorted keys, no spaces), so key order does not change it."""
+    """SHA-256 of a config as canonical JSON (sorted keys, no spaces), so key order does not change it; a top-level
+    `provenance` record (when and by which command the config was written) is not part of what it identifies."""
+    if isinstance(config, dict) and PROVENANCE_KEY in config:
+        config = {k: v for k, v in config.items() if k != PROVENANCE_KEY}
     blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(blob).hexdigest()
 
@@ -100,6 +118,8 @@ def provenance(command_line: list[str] | str | None = None, model=None, **settin
     from . import __version__
 
     if command_line is None:
+        command_line = _COMMAND_LINE.get()
+    if command_line is None:
         command_line = ["scorekit", *sys.argv[1:]] if Path(sys.argv[0]).name in ("scorekit", "__main__.py") else list(
             sys.argv)  # fmt: skip
     rec = {
@@ -137,7 +157,10 @@ def attach_to_npz(path: str | Path, record: dict) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
     os.close(fd)
     try:
+        from .outputs import set_output_mode
+
         np.savez(tmp, **arrays)
+        set_output_mode(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -183,6 +206,8 @@ def read_provenance(path: str | Path) -> dict | None:
         raise ValueError(f"file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".npz":
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path} is not an .npz archive")
         try:
             with np.load(path, allow_pickle=False) as z:
                 if PROVENANCE_KEY not in z.files:

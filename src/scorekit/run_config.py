@@ -178,7 +178,7 @@ def validate_config(cfg: dict) -> dict:
     kind = cfg.get("kind", "score_model")
     if kind not in _REQUIRED:
         raise ValueError(f"unknown run kind {kind!r} (choose from {', '.join(KINDS)})")
-    unknown = set(cfg) - {"kind", "objective", "objective_options", *_REQUIRED[kind], *_OPTIONAL[kind]}
+    unknown = set(cfg) - {"kind", "objective", "objective_options", "provenance", *_REQUIRED[kind], *_OPTIONAL[kind]}
     if unknown:
         raise ValueError(f"unknown config key(s): {', '.join(sorted(unknown))}")
     for key in _REQUIRED[kind]:

@@ -290,7 +290,8 @@ def train(
     if progress and rank == 0 and step < stop_at:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+        bar = tqdm(total=total, initial=step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr,
+                   disable=None)  # fmt: skip
     log_path = out_dir / "log.jsonl"
     t_start, steps_done, last_loss, skipped = time.perf_counter(), 0, float("nan"), 0
     stopped = False

@@ -178,7 +178,8 @@ def dlg_from_args(
         estimator = None
     else:
         raise ValueError(
-            "--dmcmc dlg needs --noise-classifier RUN2, --noise-posterior exact or --dlg-sigma-update residual"
+            "--dmcmc dlg needs --noise-classifier DIR (a noise-classifier run directory made by "
+            "train-noise-classifier), --noise-posterior exact (gmm: models) or --dlg-sigma-update residual"
         )
     cost = estimator_cost(estimator, denoiser)["relative_cost"] if estimator is not None else 0.0
     return dlg_config_from_args(args, classifier_cost=cost), estimator

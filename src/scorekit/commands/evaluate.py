@@ -9,7 +9,9 @@ HELP = "metrics of samples against data: FID/KID/IS/precision/recall (images), s
 
 
 def add_arguments(p):
-    p.add_argument("--samples", required=True, help="OUT.npz from `scorekit sample` (key 'samples', user range)")
+    p.add_argument(
+        "--samples", required=True, help="OUT.npz from `scorekit sample` (key 'samples', user range; docs/formats.md)"
+    )
     p.add_argument("--data", required=True, help="reference data: digits, a toy name, gmm:SPEC.json, or a path")
     p.add_argument("--out", required=True, help="METRICS.json to write (atomically)")
     p.add_argument(
@@ -63,6 +65,14 @@ def run(args) -> int:
 
     if args.num_ref is not None and args.num_ref < 2:
         raise ValueError(f"--num-ref must be >= 2, got {args.num_ref}")
+    import time
+
+    from ..outputs import check_output_file
+
+    check_output_file(args.out, "--out")
+    if args.ref_stats is not None and not Path(args.ref_stats).exists():
+        check_output_file(args.ref_stats, "--ref-stats", ".npz")
+    t_start = time.perf_counter()
     samples, extras = load_samples_npz(args.samples)
     labels = load_labels_npz(args.samples)
     result = evaluate_samples(
@@ -96,7 +106,10 @@ def run(args) -> int:
             source = read_provenance(args.samples)
         except ValueError:
             source = None
-        rec = provenance(data=args.data, seed=args.seed, repeats=args.repeats)
+        rec = provenance(data=args.data, seed=args.seed, repeats=args.repeats, samples=str(args.samples))
+        rec["wall_s"] = round(time.perf_counter() - t_start, 3)
+        if "nfe" in extras:
+            rec["nfe"] = extras["nfe"]
         if source is not None:
             rec["samples_provenance"] = source
         result = attach_to_json(result, rec)

@@ -85,7 +85,10 @@ def guided_denoiser_from_args(args, denoiser, gmm: GaussianMixture | None = None
     if mode == "classifier":
         which = getattr(args, "classifier", None)
         if not which:
-            raise ValueError("--guidance classifier needs --classifier RUN3 or --classifier exact")
+            raise ValueError(
+                "--guidance classifier needs --classifier DIR (a classifier run directory made by "
+                "train-classifier) or --classifier exact (gmm: models)"
+            )
         if which == "exact":
             if gmm is None or gmm.labels is None:
                 raise ValueError("--classifier exact needs --model gmm:SPEC.json whose SPEC has 'labels'")

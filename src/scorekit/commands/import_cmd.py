@@ -15,13 +15,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub.required = True
     p = sub.add_parser("score-sde", help="score_sde checkpoint_*.pth (NCSN++ / DDPM++)")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="score_sde checkpoint_N.pth")
-    p.add_argument("--config", required=True, metavar="NAME|FILE.json", help="built-in config name or JSON file")
+    p.add_argument(
+        "--config",
+        required=True,
+        metavar="NAME|FILE.json",
+        help="built-in config name or JSON file (names and keys: docs/formats.md)",
+    )
     p.add_argument("--out", required=True, metavar="RUN", help="run directory to write")
     p.add_argument("--no-ema", action="store_true", help="do not write the EMA weights (load the raw weights)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     p = sub.add_parser("adm", help="guided-diffusion ADM U-Net .pt (optionally with its noisy classifier)")
     p.add_argument("model", metavar="MODEL.pt", help="guided-diffusion U-Net state dict")
-    p.add_argument("--config", required=True, metavar="NAME|FILE.json", help="built-in config name or JSON file")
+    p.add_argument(
+        "--config",
+        required=True,
+        metavar="NAME|FILE.json",
+        help="built-in config name or JSON file (names and keys: docs/formats.md)",
+    )
     p.add_argument("--classifier", metavar="CLF.pt", help="guided-diffusion noisy classifier state dict")
     p.add_argument("--classifier-config", metavar="NAME|FILE.json", help="classifier config name or JSON file")
     p.add_argument("--out", required=True, metavar="RUN", help="run directory to write")
@@ -39,6 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from ..importers import import_adm, import_diffusers, import_edm, import_score_sde
+    from ..outputs import check_output_dir, new_output_dir
+
+    check_output_dir(args.out, "--out")
+    with new_output_dir(args.out):  # a failed import leaves no half-made run folder behind
+        return _import(args, import_adm, import_diffusers, import_edm, import_score_sde)
+
+
+def _import(args, import_adm, import_diffusers, import_edm, import_score_sde) -> int:
 
     if args.source == "diffusers":
         out = import_diffusers(args.path, args.out, scheduler_config=args.scheduler_config, overwrite=args.overwrite)

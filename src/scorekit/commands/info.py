@@ -31,6 +31,9 @@ def describe(path: str | Path, log_lines: int = 3) -> dict:
 
         import numpy as np
 
+        from ..data.readers import require_npz
+
+        require_npz(path)
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {}
@@ -82,6 +85,7 @@ def _describe_run(run: Path, log_lines: int) -> dict:
         "network": (cfg.get("network") or {}).get("arch"),
         "objective": cfg.get("objective"),
         "steps_planned": tr.get("steps"),
+        "provenance": cfg.get("provenance") if isinstance(cfg.get("provenance"), dict) else None,
     }
     if (run / "model.safetensors").is_file():
         tensors, meta = load_tensors(run / "model.safetensors")
@@ -150,11 +154,10 @@ def run(args) -> int:
                 print(f"  {_fmt(rec)}")
         else:
             print(f"{k}: {_fmt(v)}")
-    if "run" not in info:
-        if prov is None:
-            print("provenance: none recorded")
-        else:
-            print("provenance:")
-            for kk, vv in prov.items():
-                print(f"  {kk}: {_fmt(vv)}")
+    if prov is None:  # files, and run directories (config.json's record) alike
+        print("provenance: none recorded")
+    else:
+        print("provenance:")
+        for kk, vv in prov.items():
+            print(f"  {kk}: {_fmt(vv)}")
     return 0

@@ -20,12 +20,12 @@ HELP = "negative log-likelihood and bits/dim of data under a model (probability-
 def add_arguments(p):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run directory of a trained score model")
-    src.add_argument("--model", help="gmm:SPEC.json — the exact denoiser of a Gaussian mixture")
+    src.add_argument("--model", help="gmm:SPEC.json — the exact denoiser of a Gaussian mixture (docs/formats.md)")
     p.add_argument("--process", default=None, help="process of the ODE (default: the run's; vp for --model gmm:)")
     p.add_argument("--data", required=True, help="data: digits, a toy name, gmm:SPEC.json, or a path (e.g. X.npy)")
     p.add_argument("--split", default="test", help="split of a built-in data set (train | test | all)")
     p.add_argument("--num", type=int, default=None, help="evaluate at most N samples")
-    p.add_argument("--out", required=True, help="output OUT.json")
+    p.add_argument("--out", required=True, help="output OUT.json (keys incl. provenance: docs/formats.md)")
     p.add_argument("--method", default="ode", choices=["ode", "vlb"], help="probability-flow ODE or DDPM bound")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0, help="seed of probes, dequantisation noise and bound noise")
@@ -48,19 +48,10 @@ def add_arguments(p):
 
 
 def _check_writable(path: str) -> None:
-    """Fail before the (long) computation if OUT.json cannot be written."""
-    import os
-    from pathlib import Path
+    """Fail before the (long) computation if OUT.json cannot be written (creating nothing)."""
+    from ..outputs import check_output_file
 
-    out = Path(path)
-    if out.is_dir():
-        raise ValueError(f"--out {path} is a directory; give a file name such as ll.json")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"cannot write --out {path}: {e.strerror or e}") from None
-    if not os.access(out.parent, os.W_OK):
-        raise ValueError(f"cannot write --out {path}: folder is not writable")
+    check_output_file(path, "--out")
 
 
 def _load_model(args):
@@ -97,10 +88,13 @@ def _load_user_data(args):
 
 
 def run(args) -> int:
+    import time
+
     from tqdm import tqdm
 
     from ..checkpoint import write_json_atomic
     from ..likelihood import dequantize, discrete_nll_nats, log_likelihood
+    from ..provenance import attach_to_json, provenance
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
@@ -112,6 +106,7 @@ def run(args) -> int:
         if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
             raise ValueError(f"--{name} must be a positive number")
     _check_writable(args.out)
+    t_start = time.perf_counter()
     den, process, transform, kind, shape = _load_model(args)
     x_user, _ = _load_user_data(args)
     if tuple(x_user.shape[1:]) != shape:
@@ -174,6 +169,14 @@ def run(args) -> int:
         "num": n,
         "dim": dim,
     }
+    settings = {"method": args.method, "data": args.data, "split": args.split, "num": n, "seed": args.seed}
+    if args.method == "ode":
+        settings.update(divergence=divergence, rtol=args.rtol, atol=args.atol, dequantize=not args.no_dequantize)
+        if divergence == "hutchinson":
+            settings.update(probes=args.probes, noise=args.noise)
+    record = provenance(model=args.run or args.model, **settings)
+    record.update(nfe=nfe_mean, wall_s=round(time.perf_counter() - t_start, 3))
+    out = attach_to_json(out, record)
     try:
         write_json_atomic(args.out, out)
     except OSError as e:

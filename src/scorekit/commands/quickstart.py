@@ -41,6 +41,21 @@ def quickstart_config(steps: int, seed: int) -> dict:
 
 
 def run(args) -> int:
+    from ..outputs import check_output_dir, new_output_dir
+
+    for flag, v, low in (
+        ("--steps", args.steps, 1),
+        ("--classifier-steps", args.classifier_steps, 1),
+        ("--num", args.num, 2),
+    ):
+        if v < low:
+            raise ValueError(f"{flag} must be >= {low}, got {v}")
+    check_output_dir(args.out, "--out")  # nothing is created before the flags are known to be good
+    with new_output_dir(args.out, keep_if_files=True):
+        return _run(args)
+
+
+def _run(args) -> int:
     from ..checkpoint import load_denoiser, write_json_atomic
     from ..data import DataTransform, load_data, save_image_grid
     from ..distributed import resolve_device
@@ -69,6 +84,7 @@ def run(args) -> int:
     res = generate(den, "heun", 18, 100, batch_size=100, seed=args.seed, device=device)
     grid = out / "samples_heun.png"
     save_image_grid(grid, transform.to_user(res.samples), nrow=10)
+    _save_npz(out / "samples_heun.npz", transform.to_user(res.samples), res.nfe, run_dir, "heun", 18, args.seed)
     timings["sample_grid_s"] = time.perf_counter() - t1
     print(f"[2/4] 100 samples with heun (18 steps, {res.nfe:.0f} NFE) → {grid}")
 
@@ -100,7 +116,11 @@ def run(args) -> int:
         print(f"side-by-side grid: {out / 'heun_vs_dlg.png'}")
     timings["total_s"] = time.perf_counter() - t0
     summary["timings"] = timings
-    write_json_atomic(out / "summary.json", summary)
+    from ..provenance import attach_to_json, provenance
+
+    rec = provenance(model=run_dir, steps=args.steps, classifier_steps=args.classifier_steps, num=args.num,
+                     seed=args.seed) | {"wall_s": round(timings["total_s"], 3)}  # fmt: skip
+    write_json_atomic(out / "summary.json", attach_to_json(summary, rec))
     print(f"done in {timings['total_s'] / 60:.1f} min; summary in {out / 'summary.json'}")
     return 0
 
@@ -114,22 +134,34 @@ def digits_fid(samples_user: Tensor, reference_user: Tensor, device="cpu") -> fl
     return float(fid_from_features(ext.features(samples_user.float()), ext.features(reference_user.float())))
 
 
-def _side_by_side(path: Path, left: Tensor, right: Tensor, nrow: int = 10) -> None:
-    import numpy as np
-    from PIL import Image
+def _save_npz(path: Path, samples_user: Tensor, nfe: float, run_dir, method: str, steps: int, seed: int, **extra):
+    """A quickstart sample file like `scorekit sample`'s (samples, nfe, provenance), so `scorekit evaluate` can
+    score it again."""
+    from ..provenance import provenance
+    from ..sampling import save_samples_npz
 
-    from ..data import image_grid
+    rec = provenance(model=run_dir, sampler=method, steps=steps, seed=seed, num=len(samples_user), **extra)
+    save_samples_npz(path, samples_user, nfe, provenance=rec)
 
-    a, b = image_grid(left, nrow=nrow), image_grid(right, nrow=nrow)
-    h = max(a.shape[0], b.shape[0])
-    gap = np.ones((h, 4, *a.shape[2:]), dtype=a.dtype) * (a.max() if a.size else 1)
-    pad = lambda g: np.concatenate([g, np.ones((h - g.shape[0], *g.shape[1:]), dtype=g.dtype) * gap.max()], 0)  # noqa: E731
-    img = np.concatenate([pad(a), gap, pad(b)], 1)
-    if img.dtype != np.uint8:
-        img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[..., 0]
-    Image.fromarray(img).resize((img.shape[1] * 4, img.shape[0] * 4), Image.NEAREST).save(path)
+
+def _with_provenance(obj: dict, run_dir, **settings) -> dict:
+    from ..provenance import attach_to_json, provenance
+
+    return attach_to_json(obj, provenance(model=run_dir, **settings))
+
+
+def _save_comparison(out: Path, rows: list[dict], transform, run_dir, *, seed: int, dlg: dict) -> None:
+    """OUT/samples_<method>.npz for every row and OUT/heun_vs_dlg.png, each panel titled method · NFE · FID."""
+    from ..plots import panel_title, save_labelled_panels
+
+    panels = []
+    for r in rows:
+        x = transform.to_user(r["samples"])
+        settings = {"dmcmc": dlg} if r["method"].startswith("dlg") else {}
+        name = "samples_" + r["method"].replace("+", "_") + "_comparison.npz"
+        _save_npz(out / name, x, r["nfe"], run_dir, r["method"], r["steps"], seed, **settings)
+        panels.append((panel_title(r["method"], r["nfe"], FID=r.get("metric")), x[:50]))
+    save_labelled_panels(out / "heun_vs_dlg.png", panels, nrow=10, suptitle="digits FID (pinned classifier features)")
 
 
 # the budget of the quickstart's DLG run (denoiser evaluations per sample, the classifier's cost counted)
@@ -184,9 +216,7 @@ def quickstart_comparison(
         metric=lambda a, b: digits_fid(transform.to_user(a), transform.to_user(b), device=device),
         device=device,
     )
-    _side_by_side(
-        out / "heun_vs_dlg.png", transform.to_user(rows[0]["samples"][:50]), transform.to_user(rows[1]["samples"][:50])
-    )
+    _save_comparison(out, rows, transform, run_dir, seed=seed, dlg=asdict(cfg))
     table = [{k: v for k, v in r.items() if k != "samples"} | {"fid_digits": r["metric"]} for r in rows]
     for r in table:
         r.pop("metric")
@@ -195,7 +225,8 @@ def quickstart_comparison(
         f"| {r['method']} | {r['steps']} | {r['nfe']:.2f} | {r['classifier_evals']:.2f} | {r['fid_digits']:.3f} |"
         for r in table
     ]
-    write_json_atomic(out / "dmcmc_comparison.json", {"rows": table, "dlg_config": asdict(cfg), "classifier": acc})
+    write_json_atomic(out / "dmcmc_comparison.json", _with_provenance(
+        {"rows": table, "dlg_config": asdict(cfg), "classifier": acc}, run_dir, seed=seed, num=num))  # fmt: skip
     (out / "dmcmc_comparison.md").write_text("\n".join(md) + "\n")
     if progress:
         print("[4/4] dpmpp_2m vs DLG at equal cost (digits FID, lower is better):\n" + "\n".join(md))

@@ -30,7 +30,9 @@ def add_arguments(p):
         help="run directory of a trained (or imported) score model "
         "(--run-dir under torchrun, whose parser claims --run)",
     )
-    src.add_argument("--model", help="gmm:SPEC.json — the exact denoiser of a Gaussian mixture")
+    src.add_argument(
+        "--model", help="gmm:SPEC.json — the exact denoiser of a Gaussian mixture (format: docs/formats.md)"
+    )
     p.add_argument(
         "--process",
         default=None,
@@ -58,8 +60,14 @@ def add_arguments(p):
         help="number of samples (--num-samples under torchrun, whose parser claims --num)",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="samples per batch (default by data size and device: 1024 vectors on a CPU, 16384 on a GPU; images "
+        "about 2^21 values per batch on a CPU, 2^23 on a GPU); the samples of a seed depend on it",
+    )
+    p.add_argument("--out", required=True, help="output .npz: samples, nfe, labels, provenance (keys: docs/formats.md)")
     p.add_argument("--grid", default=None, help="also write a PNG grid (images) or scatter plot (2-D data)")
     p.add_argument(
         "--schedule",
@@ -108,12 +116,14 @@ def _preview_rows(shape) -> int:
     return 100 if len(shape) == 3 else 2000
 
 
-def save_preview(path, samples_user: torch.Tensor, kind: str, reference: torch.Tensor | None = None) -> None:
+def save_preview(
+    path, samples_user: torch.Tensor, kind: str, reference: torch.Tensor | None = None, title: str | None = None
+) -> None:
     if kind == "image":
         n = min(len(samples_user), 100)
         save_image_grid(path, samples_user[:n], nrow=max(1, int(math.ceil(math.sqrt(n)))))
     elif samples_user.ndim == 2 and samples_user.shape[1] == 2:
-        save_scatter(path, samples_user, ref=reference)
+        save_scatter(path, samples_user, ref=reference, title=title)
     else:
         raise ValueError("--grid needs image data or 2-D vector data")
 
@@ -131,10 +141,51 @@ def _check_budget_flags(args) -> None:
         raise ValueError("--nfe picks its own σ steps; drop --schedule (or use --sampler/--steps)")
 
 
+def _note_adaptive(args) -> None:
+    """rk45 chooses its own steps (rtol/atol): --steps only fixes the σ range it integrates over."""
+    from ..samplers import get_sampler
+
+    if args.sampler is None or args.steps is None or args.nfe is not None:
+        return
+    spec = get_sampler(args.sampler)
+    if spec.name == "rk45":
+        if args.steps < 2:
+            raise ValueError(
+                "rk45 is adaptive (its evaluations follow --sampler-opt rtol/atol); --steps only sets the σ range "
+                f"and must be >= 2, got {args.steps}"
+            )
+        if is_main_process():
+            print(f"note: rk45 is adaptive; --steps {args.steps} does not set its cost (use --sampler-opt rtol=…)")
+
+
+def _provenance(args, guidance: dict) -> dict:
+    from ..provenance import provenance
+
+    settings = {}
+    if args.nfe is not None:
+        settings["nfe_budget"] = args.nfe
+    if guidance:
+        settings["guidance"] = guidance
+    if args.run and args.no_ema:
+        settings["weights"] = "raw (--no-ema)"
+    return provenance(model=args.run or args.model, **settings)
+
+
+def _guidance_settings(args) -> dict:
+    if getattr(args, "guidance", None) in (None, "none"):
+        return {}
+    keys = ("guidance", "classifier", "class_label", "scale", "cfg_weight")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
 def run(args) -> int:
-    if not str(args.out).endswith(".npz"):
-        raise ValueError(f"--out must end in .npz, got {args.out}")
+    from ..outputs import check_output_file
+
+    check_output_file(args.out, "--out", ".npz")
+    if args.grid:
+        check_output_file(args.grid, "--grid", ".png")
     _check_budget_flags(args)
+    _note_adaptive(args)
     schedule = schedule_from_args(args)
     options = parse_sampler_options(args.sampler_opt)
     device = resolve_device(args.device)
@@ -171,14 +222,21 @@ def run(args) -> int:
     to_user = transform.to_user if transform is not None else None
     if stream.plan is not None and is_main_process():
         print(f"--nfe {args.nfe}: {stream.plan.reason}")
-    preview = write_npz(stream, args.out, args.num, shape, to_user=to_user, keep=_preview_rows(shape))
+    record = _provenance(args, _guidance_settings(args)) if is_main_process() else None
+    preview = write_npz(
+        stream, args.out, args.num, shape, to_user=to_user, keep=_preview_rows(shape), provenance=record
+    )
     if not is_main_process():
         return 0
     if args.grid:
         ref = None
         if gmm is not None and gmm.dim == 2:
             ref = gmm.sample(min(2000, args.num), torch.Generator().manual_seed(args.seed + 1))[0].float()
-        save_preview(args.grid, preview, kind, ref)
+        from ..plots import panel_title
+
+        method = stream.plan.sampler if stream.plan is not None else args.sampler
+        method = f"dlg+{method}" if dlg is not None else method
+        save_preview(args.grid, preview, kind, ref, title=panel_title(method, stream.nfe))
     extra = ""
     if "classifier_evals" in stream.extra:
         x = stream.extra

@@ -21,7 +21,9 @@ def add_arguments(p):
     p.add_argument("--process", default=None, help="process giving the σ range (default: the run's; vp for gmm:)")
     p.add_argument("--sampler", default=None, help="deterministic multistep sampler (default: the budget planner's)")
     p.add_argument("--nfe", type=int, required=True, help="denoiser evaluations per sample (= steps)")
-    p.add_argument("--out", default=None, help="output SCHED.json (default: RUN/schedules/SAMPLER-nfeN.json)")
+    p.add_argument(
+        "--out", default=None, help="output SCHED.json (default: RUN/schedules/SAMPLER-nfeN.json; docs/formats.md)"
+    )
     p.add_argument("--teachers", type=int, default=32, help="teacher trajectories (and as many held out)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--start", default=None, help="schedule to start from (default: the budget planner's rule)")
@@ -53,11 +55,14 @@ def _parse_options(pairs) -> dict:
 
 
 def run(args) -> int:
+    import time
     from pathlib import Path
 
     import torch
 
+    from ..outputs import check_output_file
     from ..processes import get_process
+    from ..provenance import attach_to_json, provenance
     from ..samplers import get_sampler, get_sigmas
     from ..samplers.budget import plan_for_budget
     from ..samplers.tuning import gmm_fingerprint, run_fingerprint, save_schedule, tune_schedule
@@ -68,6 +73,9 @@ def run(args) -> int:
         raise ValueError(f"--teachers must be >= 2, got {args.teachers}")
     if args.grid < 4:
         raise ValueError(f"--grid must be >= 4, got {args.grid}")
+    if args.out is not None:
+        check_output_file(args.out, "--out", ".json")
+    t_start = time.perf_counter()
     if args.model:
         if not args.model.startswith("gmm:"):
             raise ValueError(f"--model must be gmm:SPEC.json, got {args.model!r}")
@@ -94,27 +102,32 @@ def run(args) -> int:
         start = get_sigmas(args.start, args.nfe, process=proc, sigma_min=smin, sigma_max=smax)
     else:
         start = plan.sigmas_tensor(sigma_min=smin, sigma_max=smax, process=proc)
-    torch.set_grad_enabled(False)
-    result = tune_schedule(
-        den,
-        sampler,
-        args.nfe,
-        shape=shape,
-        start=start,
-        options=options,
-        sigma_min=smin,
-        sigma_max=smax,
-        teachers=args.teachers,
-        seed=args.seed,
-        grid_size=args.grid,
-        model=model,
-        dtype=torch.float64 if args.model else torch.float32,
-    )
+    with torch.no_grad():  # not torch.set_grad_enabled(False): that would leak into the caller
+        result = tune_schedule(
+            den,
+            sampler,
+            args.nfe,
+            shape=shape,
+            start=start,
+            options=options,
+            sigma_min=smin,
+            sigma_max=smax,
+            teachers=args.teachers,
+            seed=args.seed,
+            grid_size=args.grid,
+            model=model,
+            dtype=torch.float64 if args.model else torch.float32,
+        )
     out = Path(args.out) if args.out else Path(args.run) / "schedules" / f"{sampler}-nfe{args.nfe}.json"
-    save_schedule(out, result)
-    e = result["endpoint_rms"]
+    record = provenance(
+        model=args.run or args.model, sampler=sampler, options=options, nfe=args.nfe, start=args.start,
+        teachers=args.teachers, grid=args.grid, seed=args.seed,
+    )  # fmt: skip
+    record["wall_s"] = round(time.perf_counter() - t_start, 3)
+    save_schedule(out, attach_to_json(result, record))
+    e = result["endpoint_error"]
     print(
         f"{out}: {sampler} at NFE {args.nfe}, {result['chosen']} schedule "
-        f"(held-out endpoint RMS {e['heldout_tuned']:.4g} tuned vs {e['heldout_start']:.4g} start)"
+        f"(held-out endpoint error {e['heldout_tuned']:.4g} tuned vs {e['heldout_start']:.4g} start)"
     )
     return 0

@@ -13,7 +13,7 @@ import numpy as np
 
 from .dataset import TOY_DATASETS, Dataset, _image_dataset, _vector_dataset
 
-__all__ = ["read_idx", "infer_array_layout"]
+__all__ = ["read_idx", "infer_array_layout", "require_npz"]
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -322,7 +322,31 @@ def _layout(shape, source) -> str:
         raise ValueError(f"{source}: {e}") from None
 
 
+def require_npz(path: str | Path) -> Path:
+    """Refuse, in one line, a file that is missing or not an .npz (zip) archive — before `np.load` calls a text
+    file "pickled data"."""
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found" if not path.exists() else f"{path} is a folder, not an .npz file")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            if f.read(2) == b"PK":  # a zip that lost its end (an interrupted copy)
+                raise ValueError(f"{path}: cannot read .npz (truncated or damaged zip archive)")
+        raise ValueError(f"{path} is not an .npz archive (expected a zip of .npy arrays, as numpy.savez writes)")
+    return path
+
+
+def _require_npy(path: Path) -> None:
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY":
+        raise ValueError(f"{path}: cannot read .npy (not a NumPy .npy array file, as numpy.save writes)")
+
+
 def _load_npy(path: Path) -> Dataset:
+    _require_npy(path)
     try:
         x = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
@@ -337,6 +361,7 @@ _NPZ_LABEL_KEYS = ("y", "labels")
 
 
 def _load_npz(path: Path) -> Dataset:
+    require_npz(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = list(z.keys())

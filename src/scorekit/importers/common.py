@@ -48,7 +48,9 @@ def read_torch_file(path: str | Path):
         raise CheckpointError(f"checkpoint file not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError) as e:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError,
+            IndexError, TypeError, AttributeError) as e:  # fmt: skip
+        # a text file or a foreign pickle fails inside the unpickler in many ways
         msg = " ".join(str(e).split())[:200] or type(e).__name__
         raise CheckpointError(f"cannot read {path} as a weights-only torch checkpoint: {msg}") from None
 

@@ -55,9 +55,12 @@ def parse_metrics(spec: str | list[str] | None, kind: str) -> list[str]:
 
 def load_samples_npz(path: str | Path) -> tuple[np.ndarray, dict]:
     """The `samples` array (float32) and the scalar extras (`nfe`, …) of a `scorekit sample` output."""
+    from ..data.readers import require_npz
+
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"samples file not found: {path}")
+    require_npz(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             if "samples" not in z.files:
@@ -73,7 +76,9 @@ def load_samples_npz(path: str | Path) -> tuple[np.ndarray, dict]:
 
 def load_labels_npz(path: str | Path) -> np.ndarray | None:
     """The `labels` array (int64, one per sample) of a `scorekit sample` output, or None when it has none."""
-    path = Path(path)
+    from ..data.readers import require_npz
+
+    path = require_npz(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             if "labels" not in z.files:

@@ -112,7 +112,7 @@ def accumulate_features(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=num_batches, initial=start, desc="features", unit="batch", dynamic_ncols=True)
+        bar = tqdm(total=num_batches, initial=start, desc="features", unit="batch", dynamic_ncols=True, disable=None)
     for b in range(start, int(num_batches)):
         stats.update(extractor.features(batch_fn(b)))
         if state_path is not None:

@@ -169,7 +169,7 @@ for _spec in (
         "ipndm",
         sample_ipndm,
         True,
-        "karras",
+        "logsnr",  # measured best built-in spacing at 4–10 NFE (benchmarks/results/samplers_schedules.md)
         lambda n, **_: n,
         "improved PNDM (Adams–Bashforth ≤ 4 on ε in σ)",
         ("max_order", "lower_order_final"),
@@ -178,7 +178,7 @@ for _spec in (
         "unipc",
         sample_unipc,
         True,
-        "karras",
+        "logsnr",  # measured best built-in spacing at 4–10 NFE (benchmarks/results/samplers_schedules.md)
         lambda n, **_: n,
         "UniPC: UniP predictor + free UniC corrector",
         ("order", "variant", "corrector", "lower_order_final"),
@@ -187,7 +187,7 @@ for _spec in (
         "deis",
         sample_deis,
         True,
-        "karras",
+        "uniform_t",  # measured best built-in spacing at 4–10 NFE (benchmarks/results/samplers_schedules.md)
         lambda n, **_: n,
         "DEIS tAB (orders 1–3) in σ",
         ("order", "lower_order_final"),

@@ -106,7 +106,7 @@ def find_tuned_schedule(run_dir, nfe: int, sampler: str | None = None) -> Path |
         rec = data.get("model", {}).get("sha256")
         if sha is not None and rec is not None and rec != sha:
             continue
-        err = float(data.get("endpoint_rms", {}).get("heldout_tuned", math.inf))
+        err = float(data.get("endpoint_error", {}).get("heldout_tuned", math.inf))
         if best is None or err < best_err:
             best, best_err = p, err
     return best

@@ -73,6 +73,11 @@ def sample_rk45(
     rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
     proc = resolve_process(process)
     table = sigma_table(sigmas, x)
+    if table.shape[1] < 3:  # one positive level: nothing to integrate, the "sample" would be D(x, σ_max) ≈ the mean
+        raise ValueError(
+            "rk45 is adaptive (rtol/atol set its evaluations); its schedule only gives the σ range, so it needs "
+            "at least two positive levels (steps >= 2)"
+        )
     D = CountingDenoiser(denoiser, class_labels)
     sig0, sig_end = table[:, 0], table[:, -2]
     t0, t1 = proc.t_of_sigma(sig0), proc.t_of_sigma(sig_end)

@@ -6,11 +6,12 @@ local truncation error against teacher trajectories from a few seeds).
    through a fine grid — log-uniform σ_max … σ_min, the start schedule's levels, and 0 — recording x and D at every
    grid level.
 2. Cost of a step j → l with previous level i: the chosen solver's own step formula (`local_step`), fed the teacher's
-   (σ, x, D) at i and j, against the teacher's x at l, in RMS over trajectories, weighted by σ_d/√(σ_l² + σ_d²) (how
-   an error at σ_l reaches σ = 0 for data of scale σ_d) or unweighted. Solvers that use more history are costed
-   with two points; UniC uses the teacher's D at l. No model evaluation is spent here.
-3. Dynamic programming over (previous, current) level pairs gives the N-step path of least summed cost; the best
-   candidate on the tuning trajectories (whole-solver endpoint error) is refined by coordinate search in log σ.
+   (σ, x, D) at i and j, against the teacher's x at l (mean over trajectories of the RMS over coordinates), weighted
+   by σ_d/√(σ_l² + σ_d²) (how an error at σ_l reaches σ = 0 for data of scale σ_d) or unweighted. Solvers that use
+   more history are costed with two points; UniPC by its predictor. No model evaluation is spent here.
+3. Dynamic programming over (previous, current) level pairs gives the N-step path of least summed cost, from σ_max
+   and from lower first levels (x = σ_0·z, whose mismatch the endpoint error then counts); the best candidate on the
+   tuning trajectories (whole-solver endpoint error) is refined by coordinate search in log σ.
 4. Held-out check on `teachers` fresh trajectories: the tuned list is kept only if its endpoint error is below the
    start schedule's; otherwise the start is returned (``"chosen": "start"``). The result never does worse there.
 
@@ -105,11 +106,13 @@ def _teacher(denoiser, z, grid, refine: int):
 
 
 def endpoint_error(sampler_fn, denoiser, z, sigmas, target, options) -> float:
-    """RMS distance (per dimension) between the solver's output from σ_0·z on `sigmas` and the teacher's endpoint."""
+    """Mean over trajectories of the RMS (over coordinates) distance between the solver's output from σ_0·z on `sigmas`
+    and the teacher's endpoint. A mean of distances, not of squares: a few trajectories that change mode would
+    dominate a mean square and make the search overfit its teacher seeds."""
     s = torch.as_tensor(sigmas, dtype=z.dtype)
     x = sampler_fn(denoiser, z * s[0], s, **options).x
-    err = (x - target).reshape(x.shape[0], -1).pow(2).mean()
-    return float(err.sqrt()) if torch.isfinite(err) else math.inf
+    err = (x - target).reshape(x.shape[0], -1).pow(2).mean(1).sqrt().mean()
+    return float(err) if torch.isfinite(err) else math.inf
 
 
 # --- the dynamic programme ------------------------------------------------------------------------------------------
@@ -120,8 +123,8 @@ def _cost_tables(sampler, options, grid, xs, dens, weights, starts):
     K = xs.shape[1]
     cost2 = torch.full((M, M, M), math.inf, dtype=torch.float64)
 
-    def rms(pred, ls):
-        d = (pred.reshape(len(ls), K, -1) - xs[ls].reshape(len(ls), K, -1)).pow(2).mean((1, 2)).sqrt()
+    def dist(pred, ls):
+        d = (pred.reshape(len(ls), K, -1) - xs[ls].reshape(len(ls), K, -1)).pow(2).mean(2).sqrt().mean(1)
         return d.double() * weights[ls]
 
     def steps_from(hist_idx, j, first=None):
@@ -136,7 +139,7 @@ def _cost_tables(sampler, options, grid, xs, dens, weights, starts):
                 hist = [(grid[j : j + 1].to(xs.dtype), rep(first[0]), rep(first[1]))]
             sig_next = grid[ls].to(xs.dtype).repeat_interleave(K)
             pred = local_step(sampler, options, hist, sig_next)
-            costs.append(torch.nan_to_num(rms(pred, ls), nan=math.inf))
+            costs.append(torch.nan_to_num(dist(pred, ls), nan=math.inf))
         return ls_all, torch.cat(costs)
 
     cost1 = {}
@@ -297,7 +300,7 @@ def tune_schedule(
             "grid": int(grid.numel()),
         },
         "seed": int(seed),
-        "endpoint_rms": {"tuning": scores, "heldout_start": hold_start, "heldout_tuned": hold_tuned},
+        "endpoint_error": {"tuning": scores, "heldout_start": hold_start, "heldout_tuned": hold_tuned},
     }
 
 
