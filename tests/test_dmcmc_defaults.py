@@ -192,3 +192,18 @@ def test_reference_algorithm_dry_run(mix, finisher):
     # start-up: KAR2 (2·19 − 1 NFE) + 20 warm-up/burn-in steps; 10 Gibbs steps per round; +1 Tweedie NFE
     assert r.info["startup_nfe_per_chain"] == 37 + 20
     assert r.info["gibbs_nfe_per_output"] == pytest.approx(10)
+
+
+def test_sample_command_with_the_reference_preset(tmp_path, capsys):
+    spec = tmp_path / "ring.json"
+    gmm = ring()
+    spec.write_text(
+        json.dumps({"weights": gmm.weights.tolist(), "means": gmm.means.tolist(), "variances": gmm.variances.tolist()})
+    )
+    out = tmp_path / "r.npz"
+    args = ["sample", "--model", f"gmm:{spec}", "--dmcmc", "dlg", "--noise-posterior", "exact"]
+    args += ["--dlg-preset", "reference-cifar10", "--sampler", "heun", "--dlg-chains", "4", "--num", "8"]
+    assert cli_main([*args, "--out", str(out), "--no-progress"]) == 0
+    assert "dlg+heun, 19 steps" in capsys.readouterr().out
+    z = np.load(out)
+    assert z["samples"].shape == (8, 2) and z["chain"].tolist() == [0, 1, 2, 3, 0, 1, 2, 3]

@@ -130,7 +130,8 @@ def save_preview(
 
 def _check_budget_flags(args) -> None:
     if args.nfe is None:
-        if args.sampler is None or args.steps is None:
+        preset = getattr(args, "dlg_preset", None) and args.dmcmc == "dlg"  # the preset has its own steps
+        if (args.sampler is None or args.steps is None) and not preset:
             raise ValueError("give --sampler NAME --steps N, or an evaluation budget --nfe N")
         return
     if args.steps is not None:
