@@ -17,6 +17,7 @@ __all__ = [
     "KINDS",
     "DEFAULT_DENOISER",
     "DEFAULT_PROCESS_SETTINGS",
+    "ema_snapshot_interval",
     "training_defaults",
     "default_network",
     "default_config",
@@ -31,7 +32,13 @@ DEFAULT_TRAINING = {
     "betas": [0.9, 0.999],
     "warmup": 100,
     "grad_clip": 1.0,
-    "ema_decay": 0.999,
+    # Power-function EMA (ema.py) of relative width ema_sigma_rel: suits any run length. A number in ema_decay
+    # (configs written before the power EMA) selects the old fixed-decay EMA instead.
+    "ema_sigma_rel": 0.10,
+    "ema_decay": None,
+    # EMA snapshots (σ_rel 0.05 and 0.10) for post-hoc EMA (`scorekit ema`): None = every max(1, steps // 32)
+    # steps, 0 = off.
+    "ema_snapshot_every": None,
     "seed": 0,
     "amp": "auto",  # auto: bf16 on CUDA, off on CPU; or none | bf16 | fp16
     "compile": False,
@@ -43,7 +50,7 @@ DEFAULT_TRAINING = {
     "p_uncond": 0.0,  # label dropout for classifier-free guidance
     "nan_policy": "stop",  # stop | skip
     "optimizer": "adamw",  # adamw | adam
-    "ema_warmup": False,  # decay min(ema_decay, (1 + step)/(10 + step)), for short runs
+    "ema_warmup": False,  # fixed-decay EMA only: decay min(ema_decay, (1 + step)/(10 + step))
 }
 
 # The classifiers keep the hyper-parameters they were tuned with: Adam 1e-3 (noise level), AdamW 3e-4 with
@@ -56,6 +63,12 @@ KIND_TRAINING = {
 }
 KINDS = tuple(KIND_TRAINING)
 _NOTES = ("loss", "noise")  # free-text training notes kept in older classifier configs
+
+
+def ema_snapshot_interval(tr: dict) -> int:
+    """Steps between EMA snapshots: training.ema_snapshot_every, or max(1, steps // 32) when null (0 = off)."""
+    se = tr.get("ema_snapshot_every")
+    return max(1, int(tr["steps"]) // 32) if se is None else int(se)
 
 
 def training_defaults(kind: str = "score_model") -> dict:
@@ -201,7 +214,7 @@ def validate_config(cfg: dict) -> dict:
     for k in ints:
         if isinstance(tr[k], bool) or not isinstance(tr[k], int):
             raise ValueError(f"training.{k} must be an integer, got {tr[k]!r}")
-    for k in ("lr", "weight_decay", "grad_clip", "ema_decay", "p_uncond"):
+    for k in ("lr", "weight_decay", "grad_clip", "ema_sigma_rel", "p_uncond"):
         if isinstance(tr[k], bool) or not isinstance(tr[k], (int, float)) or not math.isfinite(tr[k]):
             raise ValueError(f"training.{k} must be a number, got {tr[k]!r}")
     if tr["steps"] <= 0:
@@ -210,8 +223,17 @@ def validate_config(cfg: dict) -> dict:
         raise ValueError(f"training.batch_size must be > 0, got {tr['batch_size']}")
     if tr["lr"] <= 0:
         raise ValueError(f"training.lr must be > 0, got {tr['lr']}")
-    if not 0 <= tr["ema_decay"] < 1:
-        raise ValueError(f"training.ema_decay must be in [0, 1), got {tr['ema_decay']}")
+    if tr["ema_decay"] is not None and (
+        isinstance(tr["ema_decay"], bool)
+        or not isinstance(tr["ema_decay"], (int, float))
+        or not 0 <= tr["ema_decay"] < 1
+    ):
+        raise ValueError(f"training.ema_decay must be null or in [0, 1), got {tr['ema_decay']!r}")
+    if not 0 < tr["ema_sigma_rel"] < 0.28:
+        raise ValueError(f"training.ema_sigma_rel must be in (0, 0.28), got {tr['ema_sigma_rel']}")
+    se = tr["ema_snapshot_every"]
+    if se is not None and (isinstance(se, bool) or not isinstance(se, int) or se < 0):
+        raise ValueError(f"training.ema_snapshot_every must be null (auto) or an integer >= 0, got {se!r}")
     if not 0 <= tr["p_uncond"] < 1:
         raise ValueError(f"training.p_uncond must be in [0, 1), got {tr['p_uncond']}")
     if tr["warmup"] < 0 or tr["checkpoint_every"] < 0 or tr["log_every"] < 0 or tr["sample_every"] < 0:

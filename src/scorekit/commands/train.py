@@ -32,7 +32,24 @@ def add_arguments(p):
     p.add_argument("--config", default=None, help="JSON config file (full, or a partial one merged onto the defaults)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 500)")
     p.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (0 = never)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--ema-sigma-rel",
+        type=float,
+        default=None,
+        help="relative width of the power-function EMA in ema.safetensors (default 0.10; suits any run length)",
+    )
+    p.add_argument(
+        "--ema-snapshot-every",
+        type=int,
+        default=None,
+        help="steps between EMA snapshots in RUN/ema_snapshots/ for `scorekit ema` (default steps // 32; 0 = off)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint (--steps may extend it; --data, --process, --lr, "
+        "--batch-size, ... must match the run)",
+    )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--class-conditional", action="store_true", help="condition the network on labels")
@@ -83,6 +100,8 @@ def build_config(args) -> dict:
         ("p_uncond", "p_uncond"),
         ("amp", "amp"),
         ("nan_policy", "nan_policy"),
+        ("ema_sigma_rel", "ema_sigma_rel"),
+        ("ema_snapshot_every", "ema_snapshot_every"),
     ]:
         v = getattr(args, flag)
         if v is not None:
@@ -119,10 +138,7 @@ def run(args) -> int:
         from ..checkpoint import read_config
 
         cfg = read_config(args.out)
-        if args.steps is not None:
-            cfg["training"]["steps"] = args.steps
-        if args.batch_size is not None:  # e.g. resuming on another world size with the same global batch
-            cfg["training"]["batch_size"] = args.batch_size
+        resume_overrides(cfg, args)
     else:
         cfg = build_config(args)
     cfg = validate_config(cfg)
@@ -135,3 +151,40 @@ def run(args) -> int:
             f"run saved in {res.run_dir}"
         )
     return 130 if res.stopped_early else 0
+
+
+# Flags that must agree with the run being resumed: (flag, attribute, the run's value).
+_RESUME_FIXED = [
+    ("--data", "data", lambda c: c["data"].get("spec")),
+    ("--process", "process", lambda c: c["process"].get("name")),
+    ("--lr", "lr", lambda c: c["training"].get("lr")),
+    ("--objective", "objective", lambda c: c.get("objective")),
+    ("--seed", "seed", lambda c: c["training"].get("seed")),
+    ("--p-uncond", "p_uncond", lambda c: c["training"].get("p_uncond")),
+    ("--ema-sigma-rel", "ema_sigma_rel", lambda c: c["training"].get("ema_sigma_rel")),
+]
+
+
+def resume_overrides(cfg: dict, args) -> None:
+    """Apply the flags a resumed run may change (--steps extends it; --batch-size is checked against the run's
+    global batch by the loop; --checkpoint-every, --sample-every, --ema-snapshot-every, --amp, --nan-policy are
+    operational) and refuse, in one line naming the flag and both values, any that contradicts the run."""
+    for flag, attr, current in _RESUME_FIXED:
+        v = getattr(args, attr, None)
+        if v is None or v == current(cfg):
+            continue
+        if isinstance(v, float) and isinstance(current(cfg), (int, float)) and abs(v - current(cfg)) <= 1e-12 * abs(v):
+            continue
+        raise ValueError(
+            f"{flag} {v} conflicts with the run being resumed ({args.out} was trained with {current(cfg)}); "
+            f"drop {flag} to resume it, or train a new run with another --out"
+        )
+    if args.class_conditional and not cfg.get("denoiser", {}).get("class_conditional"):
+        raise ValueError(f"--class-conditional conflicts with the run being resumed ({args.out} is unconditional)")
+    tr = cfg["training"]
+    for attr in ("steps", "batch_size", "checkpoint_every", "sample_every", "ema_snapshot_every", "amp", "nan_policy"):
+        v = getattr(args, attr, None)
+        if v is not None:
+            tr[attr] = v
+    if args.compile:
+        tr["compile"] = True
