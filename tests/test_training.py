@@ -136,6 +136,7 @@ def test_dsm_trained_mlp_matches_gmm_within_twice_the_floor(tmp_path):
     cfg = default_config(f"gmm:{spec}", "vp", steps=1500, batch_size=256, lr=2e-3, warmup=50, checkpoint_every=0)
     cfg["network"].update({"hidden": 128, "depth": 3, "emb_dim": 32})
     cfg["training"]["ema_decay"] = 0.99
+    cfg.update(objective="dsm", objective_options={})
     train(cfg, tmp_path / "run", progress=False)
     den = ckpt.load_denoiser(tmp_path / "run")
     n = 2000
@@ -166,6 +167,7 @@ def test_nan_policy_skip_skips_the_bad_step_and_keeps_training(tmp_path, monkeyp
 
     monkeypatch.setitem(losses.OBJECTIVES, "dsm", flaky)
     cfg = _small_cfg(steps=6)
+    cfg.update(objective="dsm", objective_options={})
     cfg["training"].update(nan_policy="skip", log_every=1)
     res = train(cfg, tmp_path / "r", progress=False)
     assert res.step == 6

@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_DENOISER",
     "DEFAULT_PROCESS_SETTINGS",
     "ema_snapshot_interval",
+    "default_objective_options",
     "training_defaults",
     "default_network",
     "default_config",
@@ -80,11 +81,14 @@ def training_defaults(kind: str = "score_model") -> dict:
 
 # Preconditioning and training objective that suit each process by default. EDM preconditioning (c_skip, c_out)
 # keeps D's error bounded at large σ, where an ε-network's error is multiplied by σ (Karras et al. 2022, §5);
-# the discrete DDPM chain keeps its conventional ε-parameterisation on integer steps.
+# the EDM objective (ln σ ~ N(P_mean, P_std²), λ(σ) = 1/c_out², eq. 8) spends the training on the noise levels
+# where the loss can still be reduced, whatever the process: benchmarks/results/objectives_2d.md (sliced W2 0.084
+# vs 0.228 for dsm, floor 0.056) and objectives_digits.md (FID 51 vs 79). The discrete DDPM chain keeps its
+# conventional ε-parameterisation on integer steps.
 DEFAULT_DENOISER = {
-    "ve": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "dsm"},
-    "vp": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "dsm"},
-    "subvp": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "dsm"},
+    "ve": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "edm"},
+    "vp": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "edm"},
+    "subvp": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "edm"},
     "ddpm": {"parameterization": "eps", "conditioning": "index", "objective": "ddpm_simple"},
     "edm": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "edm"},
 }
@@ -93,6 +97,21 @@ DEFAULT_PROCESS_SETTINGS = {
     "ve": {"sigma_min": 0.01, "sigma_max": 50.0},
     "edm": {"sigma_min": 0.002, "sigma_max": 80.0},
 }
+
+
+# EDM's log-normal training σ (Karras et al. 2022, Table 1): P_mean = −1.2, P_std = 1.2 for σ_data = 0.5.
+EDM_P_MEAN, EDM_P_STD, EDM_SIGMA_DATA = -1.2, 1.2, 0.5
+
+
+def default_objective_options(objective: str, sigma_data: float) -> dict:
+    """Options of the default objective derived from the data: for `edm` the log-normal σ distribution moves with
+    the data's scale, P_mean = −1.2 + ln(σ_data / 0.5) (EDM's values are for σ_data = 0.5); none for others."""
+    if objective != "edm":
+        return {}
+    return {
+        "p_mean": round(EDM_P_MEAN + math.log(max(float(sigma_data), 1e-3) / EDM_SIGMA_DATA), 4),
+        "p_std": EDM_P_STD,
+    }
 
 
 def default_network(data: Dataset, class_conditional: bool = False, conditioning: str = "log_sigma") -> dict:
@@ -147,6 +166,7 @@ def default_config(data_spec: str, process: str = "vp", *, class_conditional: bo
     unknown = set(training) - set(DEFAULT_TRAINING)
     if unknown:
         raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+    sigma_data = round(float(data.data.float().std()), 4)
     return {
         "kind": "score_model",
         "data": _data_section(data_spec, data),
@@ -155,12 +175,12 @@ def default_config(data_spec: str, process: str = "vp", *, class_conditional: bo
         "denoiser": {
             "parameterization": dd["parameterization"],
             "conditioning": dd["conditioning"],
-            "sigma_data": round(float(data.data.float().std()), 4),
+            "sigma_data": sigma_data,
             "output_channels": None,
             "class_conditional": bool(class_conditional),
         },
         "objective": dd["objective"],
-        "objective_options": {},
+        "objective_options": default_objective_options(dd["objective"], sigma_data),
         "training": {**DEFAULT_TRAINING, **{k: v for k, v in training.items() if v is not None}},
     }
 

@@ -463,6 +463,10 @@ def train(
             step += 1
             steps_done += 1
             last_loss = float(loss.detach())
+            if steps_done == _ESTIMATE_FROM:
+                t_est = time.perf_counter()
+            elif steps_done == _ESTIMATE_FROM + _ESTIMATE_STEPS and rank == 0:
+                _print_estimate((time.perf_counter() - t_est) / _ESTIMATE_STEPS, stop_at - step, stop_at, device)
             if bar is not None:
                 bar.update(1)
                 if step % 10 == 0 or step == stop_at:
@@ -500,6 +504,22 @@ def train(
     if stopped:
         sys.stderr.write(f"stopped by signal {stop.signum} at step {step}; checkpoint saved in {out_dir}\n")
     return TrainResult(out_dir, step, last_loss, steps_done / max(elapsed, 1e-9), stopped)
+
+
+_ESTIMATE_FROM, _ESTIMATE_STEPS = 2, 8  # skip the first steps (allocation, warm caches), then time 8
+LONG_RUN_S = 60.0  # runs expected to take longer than this print their estimate
+
+
+def _print_estimate(per_step: float, remaining: int, total: int, device: torch.device) -> None:
+    """'≈ X min for N steps on this device', from a few timed steps, before a long run goes on."""
+    est = per_step * remaining
+    if est < LONG_RUN_S:
+        return
+    where = device.type if device.type != "cpu" else f"cpu, {torch.get_num_threads()} thread(s)"
+    sys.stderr.write(
+        f"≈ {est / 60:.1f} min for {remaining} more of {total} steps on this device ({where}; "
+        f"{1 / per_step:.1f} steps/s; sampling and checkpoints extra)\n"
+    )
 
 
 def _save_state(out_dir, step, model, ema, opt, gen, order, keep, global_batch):

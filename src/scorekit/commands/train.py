@@ -57,6 +57,13 @@ def add_arguments(p):
     p.add_argument("--amp", default=None, choices=["auto", "none", "bf16", "fp16"])
     p.add_argument("--compile", action="store_true", help="torch.compile the network (opt-in)")
     p.add_argument("--nan-policy", default=None, choices=["stop", "skip"])
+    p.add_argument(
+        "--log",
+        default="jsonl",
+        choices=["jsonl", "tensorboard"],
+        help="jsonl: RUN/log.jsonl only (default); tensorboard: also TensorBoard scalars in RUN/tensorboard "
+        "(needs the tensorboard package)",
+    )
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -88,6 +95,8 @@ def build_config(args) -> dict:
     if user:
         user = dict(user)
         user.pop("data", None)  # the data section always describes --data
+        if "objective" in user and user["objective"] != cfg["objective"] and "objective_options" not in user:
+            cfg["objective_options"] = {}  # the default objective's options do not apply to another one
         cfg = _merge(cfg, user)
     tr = cfg["training"]
     for flag, key in [
@@ -109,6 +118,8 @@ def build_config(args) -> dict:
     if args.compile:
         tr["compile"] = True
     if args.objective:
+        if args.objective != cfg["objective"]:
+            cfg["objective_options"] = {}
         cfg["objective"] = args.objective
     if args.objective_opt:
         from ..sampling import parse_sampler_options
@@ -142,7 +153,14 @@ def run(args) -> int:
     else:
         cfg = build_config(args)
     cfg = validate_config(cfg)
-    res = train(cfg, args.out, resume=args.resume, device=device, progress=not args.no_progress)
+    log_fn, writer = None, None
+    if getattr(args, "log", "jsonl") == "tensorboard":
+        log_fn, writer = tensorboard_logger(Path(args.out) / "tensorboard")
+    try:
+        res = train(cfg, args.out, resume=args.resume, device=device, progress=not args.no_progress, log_fn=log_fn)
+    finally:
+        if writer is not None:
+            writer.close()
     from ..distributed import is_main_process
 
     if is_main_process():
@@ -188,3 +206,23 @@ def resume_overrides(cfg: dict, args) -> None:
             tr[attr] = v
     if args.compile:
         tr["compile"] = True
+
+
+def tensorboard_logger(log_dir: Path):
+    """(log_fn, writer): every numeric field of each log.jsonl record as a TensorBoard scalar train/<field>."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("--log tensorboard needs the tensorboard package (pip install tensorboard)") from None
+    from ..distributed import is_main_process
+
+    if not is_main_process():
+        return None, None
+    writer = SummaryWriter(log_dir=str(log_dir))
+
+    def log_fn(rec: dict) -> None:
+        for k, v in rec.items():
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                writer.add_scalar(f"train/{k}", v, rec["step"])
+
+    return log_fn, writer
