@@ -89,3 +89,19 @@ def test_log_tensorboard(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "tensorboard" in err
         assert not (tmp_path / "r" / "model.safetensors").exists()
+
+
+def test_default_networks_are_sized_for_the_data_and_the_device():
+    from scorekit.data import load_data
+    from scorekit.run_config import default_network
+
+    digits = load_data("digits")
+    big, cpu = default_network(digits), default_network(digits, device="cpu")
+    assert cpu["model_channels"] == big["model_channels"] // 2 and cpu["num_res_blocks"] == 1
+    assert default_config("digits", device="cpu")["network"] == cpu
+    assert default_network(load_data("moons"))["hidden"] == 256
+
+    class Wide:
+        kind, shape, num_classes = "vector", (300,), 0
+
+    assert default_network(Wide())["hidden"] == 640

@@ -114,18 +114,25 @@ def default_objective_options(objective: str, sigma_data: float) -> dict:
     }
 
 
-def default_network(data: Dataset, class_conditional: bool = False, conditioning: str = "log_sigma") -> dict:
-    """Network sized for the data: a small U-Net for 8×8 (trains on a CPU), a real one from 32×32 up.
+def default_network(
+    data: Dataset, class_conditional: bool = False, conditioning: str = "log_sigma", device: str | None = None
+) -> dict:
+    """Network sized for the data and the device: a small U-Net for 8×8, a real one from 32×32 up; on a CPU
+    (`device` "cpu") half the channels (at least 32) and one residual block per resolution, the size the digits
+    quickstart trains in minutes (benchmarks/results/quickstart.md). `device` None: the accelerator sizes.
+    Vectors: a residual MLP 256 wide × 4 deep (benchmarks/results/default_training.md), wider for data of more
+    than 128 dimensions (twice the dimension, up to 1024).
 
     Noise embedding: random Fourier features for order-1 inputs (t, ¼ln σ), positional for step indices / 999t.
     """
     nc = data.num_classes if class_conditional else 0
     emb = "positional" if conditioning in ("index", "t999", "sigma") else "fourier"
     if data.kind == "vector":
+        dim = int(data.shape[0])
         return {
             "arch": "mlp",
-            "dim": int(data.shape[0]),
-            "hidden": 256,
+            "dim": dim,
+            "hidden": 256 if dim <= 128 else min(1024, 64 * math.ceil(2 * dim / 64)),
             "depth": 4,
             "emb_dim": 128,
             "num_classes": nc,
@@ -140,6 +147,8 @@ def default_network(data: Dataset, class_conditional: bool = False, conditioning
         mult, ch, attn, blocks = [1, 2, 2], 64, [7], 2
     else:
         mult, ch, attn, blocks = [1, 2, 2, 2], 128, [16], 2
+    if device is not None and str(device).startswith("cpu"):
+        ch, blocks = max(32, ch // 2), 1
     return {
         "arch": "unet",
         "in_channels": int(c),
@@ -154,8 +163,11 @@ def default_network(data: Dataset, class_conditional: bool = False, conditioning
     }
 
 
-def default_config(data_spec: str, process: str = "vp", *, class_conditional: bool = False, **training) -> dict:
-    """A complete, JSON-serialisable config for training a score model on `data_spec`."""
+def default_config(
+    data_spec: str, process: str = "vp", *, class_conditional: bool = False, device: str | None = None, **training
+) -> dict:
+    """A complete, JSON-serialisable config for training a score model on `data_spec` (network sized for `device`,
+    see `default_network`)."""
     if process not in DEFAULT_DENOISER:
         raise ValueError(f"unknown process {process!r} (choose from {', '.join(DEFAULT_DENOISER)})")
     data = load_data(data_spec)
@@ -171,7 +183,7 @@ def default_config(data_spec: str, process: str = "vp", *, class_conditional: bo
         "kind": "score_model",
         "data": _data_section(data_spec, data),
         "process": proc.to_config(),
-        "network": default_network(data, class_conditional, dd["conditioning"]),
+        "network": default_network(data, class_conditional, dd["conditioning"], device),
         "denoiser": {
             "parameterization": dd["parameterization"],
             "conditioning": dd["conditioning"],

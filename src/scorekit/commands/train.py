@@ -91,7 +91,8 @@ def build_config(args) -> dict:
     process = args.process or (user.get("process", {}) or {}).get("name") or "vp"
     if process not in DEFAULT_DENOISER:
         raise ValueError(f"unknown process {process!r}")
-    cfg = default_config(args.data, process, class_conditional=args.class_conditional)
+    device = getattr(args, "device", None) or "cpu"
+    cfg = default_config(args.data, process, class_conditional=args.class_conditional, device=str(device))
     if user:
         user = dict(user)
         user.pop("data", None)  # the data section always describes --data
