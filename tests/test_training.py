@@ -253,13 +253,15 @@ def test_ema_command_reproduces_the_trained_ema_from_a_real_runs_snapshots(tmp_p
 def test_old_fixed_decay_configs_keep_working_and_snapshots_can_be_turned_off(tmp_path):
     cfg = _small_cfg(steps=6)
     cfg["training"].update({"ema_decay": 0.9, "ema_snapshot_every": 0})
+    del cfg["training"]["ema_sigma_rel"]  # as in configs written before the power EMA
     train(cfg, tmp_path / "r", progress=False)
     model, _ = ckpt.load_tensors(tmp_path / "r" / "model.safetensors")
     ema, meta = ckpt.load_tensors(tmp_path / "r" / "ema.safetensors")
     assert meta["ema_decay"] == "0.9" and not (tmp_path / "r" / "ema_snapshots").exists()
     assert any(not torch.equal(ema[k], model[k]) for k in ema)
+    assert "ema_sigma_rel" not in json.loads((tmp_path / "r" / "config.json").read_text())["training"]
     with pytest.raises(ValueError, match="ema_sigma_rel"):
-        validate_config({**cfg, "training": {**cfg["training"], "ema_sigma_rel": 0.5}})
+        validate_config({**cfg, "training": {**cfg["training"], "ema_decay": None, "ema_sigma_rel": 0.5}})
 
 
 # --- resume that says what it does --------------------------------------------------------------------------------

@@ -280,6 +280,8 @@ def validate_config(cfg: dict) -> dict:
         raise ValueError(f"training.optimizer must be adamw|adam, got {tr['optimizer']!r}")
     if not isinstance(tr["ema_warmup"], bool):
         raise ValueError(f"training.ema_warmup must be true or false, got {tr['ema_warmup']!r}")
+    if tr["ema_decay"] is not None and "ema_sigma_rel" not in cfg["training"]:
+        del tr["ema_sigma_rel"]  # a fixed-decay run (older configs): no σ_rel to report
     cfg = dict(cfg)
     cfg["training"] = tr
     get_process(cfg["process"])  # raises on impossible values (σ_min ≥ σ_max, …)

@@ -28,7 +28,7 @@ from torch import nn
 from . import checkpoint as ckpt
 from .classifier_losses import NoiseLevelObjective, NoisyClassifierObjective
 from .data import Dataset, DataTransform, load_data
-from .ema import EMA, SNAPSHOT_SIGMA_RELS
+from .ema import DEFAULT_SIGMA_REL, EMA, SNAPSHOT_SIGMA_RELS
 from .guidance import TrainedClassifier
 from .losses import Objective, get_objective
 from .models.parameterization import denoiser_from_config
@@ -155,7 +155,7 @@ class RunEMA:
     def __init__(self, model: nn.Module, tr: dict):
         self.tr = tr
         self.fixed = tr.get("ema_decay") is not None
-        self.sigma_rel = float(tr["ema_sigma_rel"])
+        self.sigma_rel = float(tr.get("ema_sigma_rel", DEFAULT_SIGMA_REL))
         self.snapshot_every = ema_snapshot_interval(tr)
         rels = [] if self.fixed else [self.sigma_rel]
         if self.snapshot_every:
