@@ -71,7 +71,10 @@ def measure_vector(name: str, spec: str, reference, n: int, reps: int, run_dir: 
         if sec == "objective":
             cfg["objective"] = v
         elif sec == "objective_options":
-            cfg["objective_options"][key] = v
+            if v is None:
+                cfg["objective_options"].pop(key, None)
+            else:
+                cfg["objective_options"][key] = v
         else:
             cfg[sec][key] = v
     w0, c0 = time.perf_counter(), _cpu_s()
