@@ -136,6 +136,7 @@ def test_dsm_trained_mlp_matches_gmm_within_twice_the_floor(tmp_path):
     cfg = default_config(f"gmm:{spec}", "vp", steps=1500, batch_size=256, lr=2e-3, warmup=50, checkpoint_every=0)
     cfg["network"].update({"hidden": 128, "depth": 3, "emb_dim": 32})
     cfg["training"]["ema_decay"] = 0.99
+    cfg.update(objective="dsm", objective_options={})
     train(cfg, tmp_path / "run", progress=False)
     den = ckpt.load_denoiser(tmp_path / "run")
     n = 2000
@@ -166,6 +167,7 @@ def test_nan_policy_skip_skips_the_bad_step_and_keeps_training(tmp_path, monkeyp
 
     monkeypatch.setitem(losses.OBJECTIVES, "dsm", flaky)
     cfg = _small_cfg(steps=6)
+    cfg.update(objective="dsm", objective_options={})
     cfg["training"].update(nan_policy="skip", log_every=1)
     res = train(cfg, tmp_path / "r", progress=False)
     assert res.step == 6
@@ -204,3 +206,104 @@ def test_batch_order_covers_epochs_and_resumes_exactly():
     assert sorted(torch.cat([glob[0:6], glob[6:12]]).tolist()) == list(range(12))
     big = BatchOrder(3, torch.Generator().manual_seed(1)).take(7)
     assert len(big) == 7 and sorted(big[:3].tolist()) == [0, 1, 2]
+
+
+# --- EMA in the loop (power-function EMA, snapshots) -------------------------------------------------------------
+def test_run_ema_is_the_closed_form_power_ema_of_the_weights_trajectory(tmp_path):
+    """ema.safetensors = Σ_τ w_t(τ) θ_τ with the discrete power profile of σ_rel 0.10 (ema.power_profile), θ_τ read
+    from a checkpoint after every step."""
+    import numpy as np
+
+    from scorekit.ema import power_profile, sigma_rel_to_gamma
+
+    steps = 10
+    cfg = _small_cfg(steps=steps)
+    cfg["training"].update({"checkpoint_every": 1, "keep_checkpoints": steps})
+    run = tmp_path / "r"
+    train(cfg, run, progress=False)
+    thetas = [ckpt.load_tensors(run / "checkpoints" / f"step_{t:08d}" / "model.safetensors")[0] for t in range(1, 11)]
+    w = power_profile(steps, sigma_rel_to_gamma(0.10))
+    assert np.isclose(w.sum(), 1.0)
+    ema, meta = ckpt.load_tensors(run / "ema.safetensors")
+    assert float(meta["sigma_rel"]) == 0.10
+    for k, v in ema.items():
+        expect = sum(float(wi) * th[k].double() for wi, th in zip(w, thetas))
+        torch.testing.assert_close(v.double(), expect, rtol=1e-5, atol=1e-6)
+    snaps = sorted(p.name for p in (run / "ema_snapshots").iterdir())
+    assert len(snaps) == 2 * steps  # max(1, 10 // 32) = every step, σ_rel 0.05 and 0.10
+
+
+def test_ema_command_reproduces_the_trained_ema_from_a_real_runs_snapshots(tmp_path, capsys):
+    from scorekit.cli import main
+
+    cfg = _small_cfg(steps=96)
+    cfg["training"].update({"ema_sigma_rel": 0.13, "checkpoint_every": 0, "log_every": 0})
+    run = tmp_path / "r"
+    train(cfg, run, progress=False)
+    assert len(list((run / "ema_snapshots").iterdir())) == 2 * 32  # every 96 // 32 = 3 steps
+    assert main(["ema", "--run", str(run), "--sigma-rel", "0.13", "--out", str(tmp_path / "x.safetensors")]) == 0
+    rec, _ = ckpt.load_tensors(tmp_path / "x.safetensors")
+    trained, _ = ckpt.load_tensors(run / "ema.safetensors")
+    raw, _ = ckpt.load_tensors(run / "model.safetensors")
+    err = sum(float((rec[k] - v).pow(2).sum()) for k, v in trained.items()) ** 0.5
+    gap = sum(float((raw[k] - v).pow(2).sum()) for k, v in trained.items()) ** 0.5  # EMA vs raw weights
+    assert err < 0.05 * gap, (err, gap)
+
+
+def test_old_fixed_decay_configs_keep_working_and_snapshots_can_be_turned_off(tmp_path):
+    cfg = _small_cfg(steps=6)
+    cfg["training"].update({"ema_decay": 0.9, "ema_snapshot_every": 0})
+    del cfg["training"]["ema_sigma_rel"]  # as in configs written before the power EMA
+    train(cfg, tmp_path / "r", progress=False)
+    model, _ = ckpt.load_tensors(tmp_path / "r" / "model.safetensors")
+    ema, meta = ckpt.load_tensors(tmp_path / "r" / "ema.safetensors")
+    assert meta["ema_decay"] == "0.9" and not (tmp_path / "r" / "ema_snapshots").exists()
+    assert any(not torch.equal(ema[k], model[k]) for k in ema)
+    assert "ema_sigma_rel" not in json.loads((tmp_path / "r" / "config.json").read_text())["training"]
+    with pytest.raises(ValueError, match="ema_sigma_rel"):
+        validate_config({**cfg, "training": {**cfg["training"], "ema_decay": None, "ema_sigma_rel": 0.5}})
+
+
+# --- resume that says what it does --------------------------------------------------------------------------------
+def test_resume_reports_truncates_the_log_and_drops_later_snapshots(tmp_path, capsys):
+    cfg = _small_cfg(steps=12)
+    cfg["training"]["log_every"] = 1
+    run = tmp_path / "r"
+    train(cfg, run, progress=False, max_steps_this_run=6)  # checkpoint at 4 and 6
+    # simulate a kill after step 6's checkpoint had been superseded by logged steps 7–8 and a snapshot at 8
+    with open(run / "log.jsonl", "a") as f:
+        f.write(json.dumps({"step": 7, "loss": 0.0}) + "\n" + json.dumps({"step": 8, "loss": 0.0}) + '\n{"step": 9')
+    (run / "ema_snapshots" / "step_00000008_sigma_rel_0.1000.safetensors").write_bytes(b"junk")
+    capsys.readouterr()
+    train(cfg, run, progress=False, resume=True)
+    assert "resuming from step 6 of 12" in capsys.readouterr().err
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 13))
+    ckpt.load_tensors(run / "ema_snapshots" / "step_00000008_sigma_rel_0.1000.safetensors")  # rewritten, valid
+    with pytest.raises(ValueError, match="already at step 12"):
+        train({**cfg, "training": {**cfg["training"], "steps": 10}}, run, progress=False, resume=True)
+    with pytest.raises(ValueError, match="global batch 32"):
+        train({**cfg, "training": {**cfg["training"], "batch_size": 16}}, run, progress=False, resume=True)
+
+
+def test_resume_flags_that_conflict_with_the_run_are_refused_in_one_line(tmp_path, capsys):
+    from scorekit.cli import main
+
+    run = tmp_path / "r"
+    cfg = _small_cfg(steps=4)
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text(json.dumps({"network": cfg["network"], "training": {"checkpoint_every": 2}}))
+    base = ["train", "--data", "moons", "--steps", "4", "--batch-size", "32", "--config", str(cfg_file)]
+    assert main([*base, "--out", str(run), "--no-progress"]) == 0
+    capsys.readouterr()
+    for flag, value, old in [
+        ("--data", "rings", "moons"),
+        ("--lr", "0.001", "0.0002"),
+        ("--process", "ve", "vp"),
+        ("--batch-size", "64", "32"),
+    ]:
+        assert main(["train", "--resume", "--out", str(run), flag, value, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and flag in err and value in err and old in err, err
+    assert main(["train", "--resume", "--out", str(run), "--steps", "6", "--data", "moons", "--no-progress"]) == 0
+    assert "resuming from step 4 of 6" in capsys.readouterr().err

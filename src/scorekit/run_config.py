@@ -17,6 +17,8 @@ __all__ = [
     "KINDS",
     "DEFAULT_DENOISER",
     "DEFAULT_PROCESS_SETTINGS",
+    "ema_snapshot_interval",
+    "default_objective_options",
     "training_defaults",
     "default_network",
     "default_config",
@@ -31,7 +33,13 @@ DEFAULT_TRAINING = {
     "betas": [0.9, 0.999],
     "warmup": 100,
     "grad_clip": 1.0,
-    "ema_decay": 0.999,
+    # Power-function EMA (ema.py) of relative width ema_sigma_rel: suits any run length. A number in ema_decay
+    # (configs written before the power EMA) selects the old fixed-decay EMA instead.
+    "ema_sigma_rel": 0.10,
+    "ema_decay": None,
+    # EMA snapshots (σ_rel 0.05 and 0.10) for post-hoc EMA (`scorekit ema`): None = every max(1, steps // 32)
+    # steps, 0 = off.
+    "ema_snapshot_every": None,
     "seed": 0,
     "amp": "auto",  # auto: bf16 on CUDA, off on CPU; or none | bf16 | fp16
     "compile": False,
@@ -43,7 +51,7 @@ DEFAULT_TRAINING = {
     "p_uncond": 0.0,  # label dropout for classifier-free guidance
     "nan_policy": "stop",  # stop | skip
     "optimizer": "adamw",  # adamw | adam
-    "ema_warmup": False,  # decay min(ema_decay, (1 + step)/(10 + step)), for short runs
+    "ema_warmup": False,  # fixed-decay EMA only: decay min(ema_decay, (1 + step)/(10 + step))
 }
 
 # The classifiers keep the hyper-parameters they were tuned with: Adam 1e-3 (noise level), AdamW 3e-4 with
@@ -58,6 +66,12 @@ KINDS = tuple(KIND_TRAINING)
 _NOTES = ("loss", "noise")  # free-text training notes kept in older classifier configs
 
 
+def ema_snapshot_interval(tr: dict) -> int:
+    """Steps between EMA snapshots: training.ema_snapshot_every, or max(1, steps // 32) when null (0 = off)."""
+    se = tr.get("ema_snapshot_every")
+    return max(1, int(tr["steps"]) // 32) if se is None else int(se)
+
+
 def training_defaults(kind: str = "score_model") -> dict:
     """The default "training" section for a run of `kind`."""
     if kind not in KIND_TRAINING:
@@ -67,11 +81,14 @@ def training_defaults(kind: str = "score_model") -> dict:
 
 # Preconditioning and training objective that suit each process by default. EDM preconditioning (c_skip, c_out)
 # keeps D's error bounded at large σ, where an ε-network's error is multiplied by σ (Karras et al. 2022, §5);
-# the discrete DDPM chain keeps its conventional ε-parameterisation on integer steps.
+# the EDM objective (ln σ ~ N(P_mean, P_std²), λ(σ) = 1/c_out², eq. 8) spends the training on the noise levels
+# where the loss can still be reduced, whatever the process: benchmarks/results/objectives_2d.md (sliced W2 0.084
+# vs 0.228 for dsm, floor 0.056) and objectives_digits.md (FID 51 vs 79). The discrete DDPM chain keeps its
+# conventional ε-parameterisation on integer steps.
 DEFAULT_DENOISER = {
-    "ve": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "dsm"},
-    "vp": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "dsm"},
-    "subvp": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "dsm"},
+    "ve": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "edm"},
+    "vp": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "edm"},
+    "subvp": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "edm"},
     "ddpm": {"parameterization": "eps", "conditioning": "index", "objective": "ddpm_simple"},
     "edm": {"parameterization": "edm", "conditioning": "log_sigma", "objective": "edm"},
 }
@@ -82,18 +99,40 @@ DEFAULT_PROCESS_SETTINGS = {
 }
 
 
-def default_network(data: Dataset, class_conditional: bool = False, conditioning: str = "log_sigma") -> dict:
-    """Network sized for the data: a small U-Net for 8×8 (trains on a CPU), a real one from 32×32 up.
+# EDM's log-normal training σ (Karras et al. 2022, Table 1): P_mean = −1.2, P_std = 1.2 for σ_data = 0.5.
+EDM_P_MEAN, EDM_P_STD, EDM_SIGMA_DATA = -1.2, 1.2, 0.5
+
+
+def default_objective_options(objective: str, sigma_data: float) -> dict:
+    """Options of the default objective derived from the data: for `edm` the log-normal σ distribution moves with
+    the data's scale, P_mean = −1.2 + ln(σ_data / 0.5) (EDM's values are for σ_data = 0.5); none for others."""
+    if objective != "edm":
+        return {}
+    return {
+        "p_mean": round(EDM_P_MEAN + math.log(max(float(sigma_data), 1e-3) / EDM_SIGMA_DATA), 4),
+        "p_std": EDM_P_STD,
+    }
+
+
+def default_network(
+    data: Dataset, class_conditional: bool = False, conditioning: str = "log_sigma", device: str | None = None
+) -> dict:
+    """Network sized for the data and the device: a small U-Net for 8×8, a real one from 32×32 up; on a CPU
+    (`device` "cpu") half the channels (at least 32) and one residual block per resolution, the size the digits
+    quickstart trains in minutes (benchmarks/results/quickstart.md). `device` None: the accelerator sizes.
+    Vectors: a residual MLP 256 wide × 4 deep (benchmarks/results/default_training.md), wider for data of more
+    than 128 dimensions (twice the dimension, up to 1024).
 
     Noise embedding: random Fourier features for order-1 inputs (t, ¼ln σ), positional for step indices / 999t.
     """
     nc = data.num_classes if class_conditional else 0
     emb = "positional" if conditioning in ("index", "t999", "sigma") else "fourier"
     if data.kind == "vector":
+        dim = int(data.shape[0])
         return {
             "arch": "mlp",
-            "dim": int(data.shape[0]),
-            "hidden": 256,
+            "dim": dim,
+            "hidden": 256 if dim <= 128 else min(1024, 64 * math.ceil(2 * dim / 64)),
             "depth": 4,
             "emb_dim": 128,
             "num_classes": nc,
@@ -108,6 +147,8 @@ def default_network(data: Dataset, class_conditional: bool = False, conditioning
         mult, ch, attn, blocks = [1, 2, 2], 64, [7], 2
     else:
         mult, ch, attn, blocks = [1, 2, 2, 2], 128, [16], 2
+    if device is not None and str(device).startswith("cpu"):
+        ch, blocks = max(32, ch // 2), 1
     return {
         "arch": "unet",
         "in_channels": int(c),
@@ -122,8 +163,11 @@ def default_network(data: Dataset, class_conditional: bool = False, conditioning
     }
 
 
-def default_config(data_spec: str, process: str = "vp", *, class_conditional: bool = False, **training) -> dict:
-    """A complete, JSON-serialisable config for training a score model on `data_spec`."""
+def default_config(
+    data_spec: str, process: str = "vp", *, class_conditional: bool = False, device: str | None = None, **training
+) -> dict:
+    """A complete, JSON-serialisable config for training a score model on `data_spec` (network sized for `device`,
+    see `default_network`)."""
     if process not in DEFAULT_DENOISER:
         raise ValueError(f"unknown process {process!r} (choose from {', '.join(DEFAULT_DENOISER)})")
     data = load_data(data_spec)
@@ -134,20 +178,21 @@ def default_config(data_spec: str, process: str = "vp", *, class_conditional: bo
     unknown = set(training) - set(DEFAULT_TRAINING)
     if unknown:
         raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+    sigma_data = round(float(data.data.float().std()), 4)
     return {
         "kind": "score_model",
         "data": _data_section(data_spec, data),
         "process": proc.to_config(),
-        "network": default_network(data, class_conditional, dd["conditioning"]),
+        "network": default_network(data, class_conditional, dd["conditioning"], device),
         "denoiser": {
             "parameterization": dd["parameterization"],
             "conditioning": dd["conditioning"],
-            "sigma_data": round(float(data.data.float().std()), 4),
+            "sigma_data": sigma_data,
             "output_channels": None,
             "class_conditional": bool(class_conditional),
         },
         "objective": dd["objective"],
-        "objective_options": {},
+        "objective_options": default_objective_options(dd["objective"], sigma_data),
         "training": {**DEFAULT_TRAINING, **{k: v for k, v in training.items() if v is not None}},
     }
 
@@ -201,7 +246,7 @@ def validate_config(cfg: dict) -> dict:
     for k in ints:
         if isinstance(tr[k], bool) or not isinstance(tr[k], int):
             raise ValueError(f"training.{k} must be an integer, got {tr[k]!r}")
-    for k in ("lr", "weight_decay", "grad_clip", "ema_decay", "p_uncond"):
+    for k in ("lr", "weight_decay", "grad_clip", "ema_sigma_rel", "p_uncond"):
         if isinstance(tr[k], bool) or not isinstance(tr[k], (int, float)) or not math.isfinite(tr[k]):
             raise ValueError(f"training.{k} must be a number, got {tr[k]!r}")
     if tr["steps"] <= 0:
@@ -210,8 +255,17 @@ def validate_config(cfg: dict) -> dict:
         raise ValueError(f"training.batch_size must be > 0, got {tr['batch_size']}")
     if tr["lr"] <= 0:
         raise ValueError(f"training.lr must be > 0, got {tr['lr']}")
-    if not 0 <= tr["ema_decay"] < 1:
-        raise ValueError(f"training.ema_decay must be in [0, 1), got {tr['ema_decay']}")
+    if tr["ema_decay"] is not None and (
+        isinstance(tr["ema_decay"], bool)
+        or not isinstance(tr["ema_decay"], (int, float))
+        or not 0 <= tr["ema_decay"] < 1
+    ):
+        raise ValueError(f"training.ema_decay must be null or in [0, 1), got {tr['ema_decay']!r}")
+    if not 0 < tr["ema_sigma_rel"] < 0.28:
+        raise ValueError(f"training.ema_sigma_rel must be in (0, 0.28), got {tr['ema_sigma_rel']}")
+    se = tr["ema_snapshot_every"]
+    if se is not None and (isinstance(se, bool) or not isinstance(se, int) or se < 0):
+        raise ValueError(f"training.ema_snapshot_every must be null (auto) or an integer >= 0, got {se!r}")
     if not 0 <= tr["p_uncond"] < 1:
         raise ValueError(f"training.p_uncond must be in [0, 1), got {tr['p_uncond']}")
     if tr["warmup"] < 0 or tr["checkpoint_every"] < 0 or tr["log_every"] < 0 or tr["sample_every"] < 0:
@@ -226,6 +280,8 @@ def validate_config(cfg: dict) -> dict:
         raise ValueError(f"training.optimizer must be adamw|adam, got {tr['optimizer']!r}")
     if not isinstance(tr["ema_warmup"], bool):
         raise ValueError(f"training.ema_warmup must be true or false, got {tr['ema_warmup']!r}")
+    if tr["ema_decay"] is not None and "ema_sigma_rel" not in cfg["training"]:
+        del tr["ema_sigma_rel"]  # a fixed-decay run (older configs): no σ_rel to report
     cfg = dict(cfg)
     cfg["training"] = tr
     get_process(cfg["process"])  # raises on impossible values (σ_min ≥ σ_max, …)

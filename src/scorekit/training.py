@@ -28,6 +28,7 @@ from torch import nn
 from . import checkpoint as ckpt
 from .classifier_losses import NoiseLevelObjective, NoisyClassifierObjective
 from .data import Dataset, DataTransform, load_data
+from .ema import DEFAULT_SIGMA_REL, EMA, SNAPSHOT_SIGMA_RELS
 from .guidance import TrainedClassifier
 from .losses import Objective, get_objective
 from .models.parameterization import denoiser_from_config
@@ -41,6 +42,7 @@ from .run_config import (
     KINDS,
     default_config,
     default_network,
+    ema_snapshot_interval,
     training_defaults,
     validate_config,
 )
@@ -126,6 +128,7 @@ def _lr_at(step: int, tr: dict) -> float:
 
 
 def _ema_decay(step: int, tr: dict) -> float:
+    """Fixed-decay EMA (configs with a number in training.ema_decay), optionally warmed up."""
     d = tr["ema_decay"]
     return min(d, (1.0 + step) / (10.0 + step)) if tr["ema_warmup"] else d
 
@@ -141,6 +144,98 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         pe.lerp_(pm.detach(), 1.0 - decay)
     for be, bm in zip(ema.buffers(), model.buffers()):
         be.copy_(bm)
+
+
+class RunEMA:
+    """The loop's EMA. Default: power-function EMA of relative width training.ema_sigma_rel (ema.py; suits any run
+    length, nothing of the initialisation survives). Configs with a number in training.ema_decay keep the fixed
+    decay. When snapshots are on, power EMAs of σ_rel `SNAPSHOT_SIGMA_RELS` are tracked as well and written to
+    RUN/ema_snapshots/ every `ema_snapshot_interval(tr)` steps and at the last step, for `scorekit ema`."""
+
+    def __init__(self, model: nn.Module, tr: dict):
+        self.tr = tr
+        self.fixed = tr.get("ema_decay") is not None
+        self.sigma_rel = float(tr.get("ema_sigma_rel", DEFAULT_SIGMA_REL))
+        self.snapshot_every = ema_snapshot_interval(tr)
+        rels = [] if self.fixed else [self.sigma_rel]
+        if self.snapshot_every:
+            rels += list(SNAPSHOT_SIGMA_RELS)
+        self.power = EMA(model, rels) if rels else None
+        self.fixed_net = copy.deepcopy(model).eval().requires_grad_(False) if self.fixed else None
+
+    @property
+    def net(self) -> nn.Module:
+        """The EMA network the run publishes (ema.safetensors, sample grids)."""
+        return self.fixed_net if self.fixed else self.power.module(self.sigma_rel)
+
+    def update(self, model: nn.Module, step: int) -> None:
+        """After optimizer step `step` (1-based count of steps done)."""
+        if self.fixed:
+            _ema_update(self.fixed_net, model, _ema_decay(step - 1, self.tr))
+        if self.power is not None:
+            self.power.update(model, step)
+
+    def metadata(self) -> dict:
+        return {"ema_decay": repr(float(self.tr["ema_decay"]))} if self.fixed else {"sigma_rel": repr(self.sigma_rel)}
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {} if self.power is None else {f"pema.{k}": v for k, v in self.power.state_dict().items()}
+
+    def load(self, ema_tensors: dict, state: dict, source: Path) -> bool:
+        """Restore from a checkpoint; False when it lacks the power-EMA state (a run from before it: snapshots are
+        then turned off for this run and the fixed EMA continues)."""
+        if self.fixed:
+            ckpt.load_state_dict_strict(self.fixed_net, ema_tensors, source / "ema.safetensors")
+        if self.power is None:
+            return True
+        ps = {k[len("pema.") :]: v for k, v in state.items() if k.startswith("pema.")}
+        if not ps:
+            if not self.fixed:
+                raise ckpt.CheckpointError(f"{source / 'state.safetensors'}: no power-EMA state to resume from")
+            self.power, self.snapshot_every = None, 0
+            return False
+        try:
+            self.power.load_state_dict(ps)
+        except (ValueError, RuntimeError) as e:
+            raise ckpt.CheckpointError(f"{source / 'state.safetensors'}: {' '.join(str(e).split())}") from None
+        return True
+
+    def maybe_snapshot(self, out_dir: Path, step: int, total: int) -> None:
+        if self.power is None or not self.snapshot_every:
+            return
+        if step % self.snapshot_every == 0 or step == total:
+            self.power.save_snapshots(out_dir / "ema_snapshots", SNAPSHOT_SIGMA_RELS)
+
+
+def _drop_later_snapshots(out_dir: Path, step: int) -> None:
+    """On resume: EMA snapshots written after the checkpoint's step belong to the lost steps; the resumed run
+    writes them again."""
+    import re
+
+    d = out_dir / "ema_snapshots"
+    if not d.is_dir():
+        return
+    for p in d.glob("step_*_sigma_rel_*.safetensors"):
+        m = re.match(r"step_(\d+)_", p.name)
+        if m and int(m.group(1)) > step:
+            p.unlink()
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """On resume: keep only log lines of steps up to the checkpoint's step, so a killed run's lost steps are not
+    logged twice."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a half-written last line
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(x + "\n" for x in keep))
+    os.replace(tmp, path)
 
 
 class _StopFlag:
@@ -250,14 +345,28 @@ def train(
     gen = torch.Generator().manual_seed(tr["seed"])
     trainable = build_trainable(cfg).to(device)
     model = _network_of(cfg, trainable)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    ema = RunEMA(model, tr)
     objective = make_objective(cfg)
     opt = _optimizer(model.parameters(), tr)
     order = BatchOrder(len(data.data), gen)
     step = 0
 
     if resume:
-        step = _load_state(out_dir, model, ema, opt, gen, order)
+        step, old_global = _load_state(out_dir, model, ema, opt, gen, order)
+        if old_global is not None and old_global != tr["batch_size"] * world:
+            raise ValueError(
+                f"--batch-size {tr['batch_size']} (× {world} process(es) = global batch {tr['batch_size'] * world}) "
+                f"conflicts with the run being resumed ({out_dir} was trained with global batch {old_global})"
+            )
+        if tr["steps"] < step:
+            raise ValueError(
+                f"--steps {tr['steps']} conflicts with the run being resumed ({out_dir} is already at step {step}); "
+                "--steps may only extend a run"
+            )
+        if rank == 0:
+            _truncate_log(out_dir / "log.jsonl", step)
+            _drop_later_snapshots(out_dir, step)
+            sys.stderr.write(f"resuming from step {step} of {tr['steps']} in {out_dir}\n")
 
     train_model: nn.Module = model
     if world > 1:
@@ -351,10 +460,14 @@ def train(
             else:
                 opt.step()
             if rank == 0:
-                _ema_update(ema, model, _ema_decay(step, tr))
+                ema.update(model, step + 1)
             step += 1
             steps_done += 1
             last_loss = float(loss.detach())
+            if steps_done == _ESTIMATE_FROM:
+                t_est = time.perf_counter()
+            elif steps_done == _ESTIMATE_FROM + _ESTIMATE_STEPS and rank == 0:
+                _print_estimate((time.perf_counter() - t_est) / _ESTIMATE_STEPS, stop_at - step, stop_at, device)
             if bar is not None:
                 bar.update(1)
                 if step % 10 == 0 or step == stop_at:
@@ -374,11 +487,13 @@ def train(
                 if log_fn is not None:
                     log_fn(rec)
             if rank == 0 and tr["sample_every"] and step % tr["sample_every"] == 0 and "denoiser" in cfg:
-                _sample_grid(cfg, ema, out_dir / "samples" / f"step_{step:08d}.png", tr, device)
+                _sample_grid(cfg, ema.net, out_dir / "samples" / f"step_{step:08d}.png", tr, device)
+            if rank == 0:
+                ema.maybe_snapshot(out_dir, step, total)
             want_ckpt = tr["checkpoint_every"] and step % tr["checkpoint_every"] == 0
             if want_ckpt or step == stop_at or stop.signum is not None:
                 if rank == 0:
-                    _save_state(out_dir, step, model, ema, opt, gen, order, tr["keep_checkpoints"])
+                    _save_state(out_dir, step, model, ema, opt, gen, order, tr["keep_checkpoints"], global_bs)
                 if world > 1:
                     torch.distributed.barrier()
             if stop.signum is not None:
@@ -392,7 +507,23 @@ def train(
     return TrainResult(out_dir, step, last_loss, steps_done / max(elapsed, 1e-9), stopped)
 
 
-def _save_state(out_dir, step, model, ema, opt, gen, order, keep):
+_ESTIMATE_FROM, _ESTIMATE_STEPS = 2, 8  # skip the first steps (allocation, warm caches), then time 8
+LONG_RUN_S = 60.0  # runs expected to take longer than this print their estimate
+
+
+def _print_estimate(per_step: float, remaining: int, total: int, device: torch.device) -> None:
+    """'≈ X min for N steps on this device', from a few timed steps, before a long run goes on."""
+    est = per_step * remaining
+    if est < LONG_RUN_S:
+        return
+    where = device.type if device.type != "cpu" else f"cpu, {torch.get_num_threads()} thread(s)"
+    sys.stderr.write(
+        f"≈ {est / 60:.1f} min for {remaining} more of {total} steps on this device ({where}; "
+        f"{1 / per_step:.1f} steps/s; sampling and checkpoints extra)\n"
+    )
+
+
+def _save_state(out_dir, step, model, ema, opt, gen, order, keep, global_batch):
     otensors, ometa = ckpt.optimizer_to_tensors(opt)
     state = {
         **otensors,
@@ -401,30 +532,34 @@ def _save_state(out_dir, step, model, ema, opt, gen, order, keep):
         "torch_rng_state": torch.get_rng_state(),
         "data_perm": order.perm.clone(),
         "data_pos": torch.tensor(order.pos, dtype=torch.int64),
+        "global_batch": torch.tensor(global_batch, dtype=torch.int64),
+        **ema.state(),
     }
     files = {
         "model": ({k: v for k, v in model.state_dict().items()}, {}),
-        "ema": ({k: v for k, v in ema.state_dict().items()}, {}),
+        "ema": ({k: v.detach().clone() for k, v in ema.net.state_dict().items()}, ema.metadata()),
         "state": (state, ometa),
     }
     ckpt.save_checkpoint(out_dir, step, files, keep=keep)
 
 
-def _load_state(out_dir, model, ema, opt, gen, order) -> int:
+def _load_state(out_dir, model, ema, opt, gen, order) -> tuple[int, int | None]:
+    """Restore a checkpoint; returns (step, the global batch it was trained with, None for older checkpoints)."""
     last = ckpt.latest_checkpoint(out_dir)
     base = last if last is not None else Path(out_dir)
     mt, _ = ckpt.load_tensors(base / "model.safetensors")
     et, _ = ckpt.load_tensors(base / "ema.safetensors")
     st, smeta = ckpt.load_tensors(base / "state.safetensors")
     ckpt.load_state_dict_strict(model, mt, base / "model.safetensors")
-    ckpt.load_state_dict_strict(ema, et, base / "ema.safetensors")
+    if not ema.load(et, st, base):
+        sys.stderr.write(f"{base}: checkpoint from before the power EMA; EMA snapshots are off for this run\n")
     try:
         ckpt.optimizer_from_tensors(opt, st, smeta)
         gen.set_state(st["generator_state"])
         torch.set_rng_state(st["torch_rng_state"])
         order.perm = st["data_perm"].clone()
         order.pos = int(st["data_pos"])
-        return int(st["step"])
+        return int(st["step"]), (int(st["global_batch"]) if "global_batch" in st else None)
     except (KeyError, ValueError, RuntimeError) as e:
         raise ckpt.CheckpointError(f"{base / 'state.safetensors'}: unusable training state ({e})") from None
 

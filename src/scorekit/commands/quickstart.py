@@ -36,7 +36,9 @@ def quickstart_config(steps: int, seed: int) -> dict:
     cfg = default_config("digits", "ve", steps=steps, seed=seed, batch_size=64, lr=1e-3, warmup=200)
     cfg["process"]["sigma_max"] = 20.0  # 8×8 digits in [-1, 1] lie within ~16 of each other
     cfg["network"].update({"model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4]})
-    cfg["training"].update({"ema_decay": 0.999, "checkpoint_every": 1000, "log_every": 100})
+    # EMA: the training default (power-function EMA, σ_rel 0.10); objective: the default EDM log-normal σ draw
+    # with P_mean from the digits' σ_data (run_config.default_objective_options).
+    cfg["training"].update({"checkpoint_every": 1000, "log_every": 100})
     return cfg
 
 

@@ -38,7 +38,24 @@ def add_arguments(p):
     )
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 500)")
     p.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (0 = never)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--ema-sigma-rel",
+        type=float,
+        default=None,
+        help="relative width of the power-function EMA in ema.safetensors (default 0.10; suits any run length)",
+    )
+    p.add_argument(
+        "--ema-snapshot-every",
+        type=int,
+        default=None,
+        help="steps between EMA snapshots in RUN/ema_snapshots/ for `scorekit ema` (default steps // 32; 0 = off)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint (--steps may extend it; --data, --process, --lr, "
+        "--batch-size, ... must match the run)",
+    )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--class-conditional", action="store_true", help="condition the network on labels")
@@ -46,6 +63,13 @@ def add_arguments(p):
     p.add_argument("--amp", default=None, choices=["auto", "none", "bf16", "fp16"])
     p.add_argument("--compile", action="store_true", help="torch.compile the network (opt-in)")
     p.add_argument("--nan-policy", default=None, choices=["stop", "skip"])
+    p.add_argument(
+        "--log",
+        default="jsonl",
+        choices=["jsonl", "tensorboard"],
+        help="jsonl: RUN/log.jsonl only (default); tensorboard: also TensorBoard scalars in RUN/tensorboard "
+        "(needs the tensorboard package)",
+    )
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -73,7 +97,8 @@ def build_config(args) -> dict:
     process = args.process or (user.get("process", {}) or {}).get("name") or "vp"
     if process not in DEFAULT_DENOISER:
         raise ValueError(f"unknown process {process!r}")
-    cfg = default_config(args.data, process, class_conditional=args.class_conditional)
+    device = getattr(args, "device", None) or "cpu"
+    cfg = default_config(args.data, process, class_conditional=args.class_conditional, device=str(device))
     if args.preset:  # sizes for the device class; --config and the flags below still override it
         from ..presets import apply_preset, preset_config
 
@@ -82,6 +107,8 @@ def build_config(args) -> dict:
     if user:
         user = dict(user)
         user.pop("data", None)  # the data section always describes --data
+        if "objective" in user and user["objective"] != cfg["objective"] and "objective_options" not in user:
+            cfg["objective_options"] = {}  # the default objective's options do not apply to another one
         cfg = _merge(cfg, user)
     tr = cfg["training"]
     for flag, key in [
@@ -94,6 +121,8 @@ def build_config(args) -> dict:
         ("p_uncond", "p_uncond"),
         ("amp", "amp"),
         ("nan_policy", "nan_policy"),
+        ("ema_sigma_rel", "ema_sigma_rel"),
+        ("ema_snapshot_every", "ema_snapshot_every"),
     ]:
         v = getattr(args, flag)
         if v is not None:
@@ -101,6 +130,8 @@ def build_config(args) -> dict:
     if args.compile:
         tr["compile"] = True
     if args.objective:
+        if args.objective != cfg["objective"]:
+            cfg["objective_options"] = {}
         cfg["objective"] = args.objective
     if args.objective_opt:
         from ..sampling import parse_sampler_options
@@ -130,14 +161,18 @@ def run(args) -> int:
         from ..checkpoint import read_config
 
         cfg = read_config(args.out)
-        if args.steps is not None:
-            cfg["training"]["steps"] = args.steps
-        if args.batch_size is not None:  # e.g. resuming on another world size with the same global batch
-            cfg["training"]["batch_size"] = args.batch_size
+        resume_overrides(cfg, args)
     else:
         cfg = build_config(args)
     cfg = validate_config(cfg)
-    res = train(cfg, args.out, resume=args.resume, device=device, progress=not args.no_progress)
+    log_fn, writer = None, None
+    if getattr(args, "log", "jsonl") == "tensorboard":
+        log_fn, writer = tensorboard_logger(Path(args.out) / "tensorboard")
+    try:
+        res = train(cfg, args.out, resume=args.resume, device=device, progress=not args.no_progress, log_fn=log_fn)
+    finally:
+        if writer is not None:
+            writer.close()
     from ..distributed import is_main_process
 
     if is_main_process():
@@ -146,3 +181,60 @@ def run(args) -> int:
             f"run saved in {res.run_dir}"
         )
     return 130 if res.stopped_early else 0
+
+
+# Flags that must agree with the run being resumed: (flag, attribute, the run's value).
+_RESUME_FIXED = [
+    ("--data", "data", lambda c: c["data"].get("spec")),
+    ("--process", "process", lambda c: c["process"].get("name")),
+    ("--lr", "lr", lambda c: c["training"].get("lr")),
+    ("--objective", "objective", lambda c: c.get("objective")),
+    ("--seed", "seed", lambda c: c["training"].get("seed")),
+    ("--p-uncond", "p_uncond", lambda c: c["training"].get("p_uncond")),
+    ("--ema-sigma-rel", "ema_sigma_rel", lambda c: c["training"].get("ema_sigma_rel")),
+]
+
+
+def resume_overrides(cfg: dict, args) -> None:
+    """Apply the flags a resumed run may change (--steps extends it; --batch-size is checked against the run's
+    global batch by the loop; --checkpoint-every, --sample-every, --ema-snapshot-every, --amp, --nan-policy are
+    operational) and refuse, in one line naming the flag and both values, any that contradicts the run."""
+    for flag, attr, current in _RESUME_FIXED:
+        v = getattr(args, attr, None)
+        if v is None or v == current(cfg):
+            continue
+        if isinstance(v, float) and isinstance(current(cfg), (int, float)) and abs(v - current(cfg)) <= 1e-12 * abs(v):
+            continue
+        raise ValueError(
+            f"{flag} {v} conflicts with the run being resumed ({args.out} was trained with {current(cfg)}); "
+            f"drop {flag} to resume it, or train a new run with another --out"
+        )
+    if args.class_conditional and not cfg.get("denoiser", {}).get("class_conditional"):
+        raise ValueError(f"--class-conditional conflicts with the run being resumed ({args.out} is unconditional)")
+    tr = cfg["training"]
+    for attr in ("steps", "batch_size", "checkpoint_every", "sample_every", "ema_snapshot_every", "amp", "nan_policy"):
+        v = getattr(args, attr, None)
+        if v is not None:
+            tr[attr] = v
+    if args.compile:
+        tr["compile"] = True
+
+
+def tensorboard_logger(log_dir: Path):
+    """(log_fn, writer): every numeric field of each log.jsonl record as a TensorBoard scalar train/<field>."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("--log tensorboard needs the tensorboard package (pip install tensorboard)") from None
+    from ..distributed import is_main_process
+
+    if not is_main_process():
+        return None, None
+    writer = SummaryWriter(log_dir=str(log_dir))
+
+    def log_fn(rec: dict) -> None:
+        for k, v in rec.items():
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                writer.add_scalar(f"train/{k}", v, rec["step"])
+
+    return log_fn, writer

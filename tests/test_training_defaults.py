@@ -1,0 +1,107 @@
+"""Training defaults (issue 16): derived from the data, not per data set; the EDM objective by default; the time
+estimate before a long run; --log tensorboard refused in one line when tensorboard is missing."""
+
+import json
+import math
+
+import pytest
+
+from scorekit import training
+from scorekit.run_config import DEFAULT_TRAINING, default_config, ema_snapshot_interval, validate_config
+
+
+def _cli(*argv):
+    from scorekit.cli import main
+
+    return main([str(a) for a in argv])
+
+
+@pytest.mark.parametrize("process", ["ve", "vp", "subvp"])
+def test_continuous_processes_default_to_the_edm_objective_scaled_to_the_data(process):
+    for spec in ("moons", "rings", "digits"):
+        cfg = default_config(spec, process)
+        sd = cfg["denoiser"]["sigma_data"]
+        assert cfg["objective"] == "edm" and cfg["denoiser"]["parameterization"] == "edm"
+        assert cfg["objective_options"]["p_mean"] == pytest.approx(-1.2 + math.log(sd / 0.5), abs=1e-3)
+        assert cfg["objective_options"]["p_std"] == 1.2
+        validate_config(cfg)
+    assert default_config("moons", "ddpm")["objective"] == "ddpm_simple"
+    assert default_config("moons", "ddpm")["objective_options"] == {}
+
+
+def test_defaults_are_power_ema_with_snapshots_for_any_run_length():
+    assert DEFAULT_TRAINING["ema_decay"] is None and DEFAULT_TRAINING["ema_sigma_rel"] == 0.10
+    assert ema_snapshot_interval({"steps": 2000}) == 62
+    assert ema_snapshot_interval({"steps": 10}) == 1
+    assert ema_snapshot_interval({"steps": 2000, "ema_snapshot_every": 0}) == 0
+    with pytest.raises(ValueError, match="ema_snapshot_every"):
+        validate_config({**default_config("moons"), "training": {"ema_snapshot_every": -1}})
+
+
+def test_another_objective_drops_the_default_objectives_options(tmp_path, capsys):
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text(json.dumps({"network": {"hidden": 16, "depth": 1, "emb_dim": 8}}))
+    run = tmp_path / "r"
+    common = ["--data", "moons", "--steps", "2", "--config", cfg_file, "--no-progress"]
+    assert _cli("train", *common, "--objective", "dsm", "--out", run) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["objective"] == "dsm" and cfg["objective_options"] == {}
+    cfg_file.write_text(json.dumps({"objective": "ncsn", "network": {"hidden": 16, "depth": 1, "emb_dim": 8}}))
+    assert _cli("train", *common, "--out", tmp_path / "r2") == 0
+    assert json.loads((tmp_path / "r2" / "config.json").read_text())["objective_options"] == {}
+
+
+def test_a_long_run_prints_its_estimated_time_first(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(training, "LONG_RUN_S", 0.0)
+    cfg = default_config("moons", steps=12, checkpoint_every=0)
+    cfg["network"].update({"hidden": 16, "depth": 1, "emb_dim": 8})
+    training.train(cfg, tmp_path / "r", progress=False)
+    err = capsys.readouterr().err
+    assert "min for 2 more of 12 steps on this device (cpu" in err and err.startswith("≈")
+    monkeypatch.setattr(training, "LONG_RUN_S", 1e9)  # short runs print nothing
+    training.train(cfg, tmp_path / "r2", progress=False)
+    assert "≈" not in capsys.readouterr().err
+
+
+def test_log_tensorboard(tmp_path, capsys):
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+
+        have = True
+    except ImportError:
+        have = False
+    args = [
+        "train",
+        "--data",
+        "moons",
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "r",
+        "--log",
+        "tensorboard",
+        "--no-progress",
+    ]
+    if have:
+        assert _cli(*args) == 0 and any((tmp_path / "r" / "tensorboard").iterdir())
+    else:
+        assert _cli(*args) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "tensorboard" in err
+        assert not (tmp_path / "r" / "model.safetensors").exists()
+
+
+def test_default_networks_are_sized_for_the_data_and_the_device():
+    from scorekit.data import load_data
+    from scorekit.run_config import default_network
+
+    digits = load_data("digits")
+    big, cpu = default_network(digits), default_network(digits, device="cpu")
+    assert cpu["model_channels"] == big["model_channels"] // 2 and cpu["num_res_blocks"] == 1
+    assert default_config("digits", device="cpu")["network"] == cpu
+    assert default_network(load_data("moons"))["hidden"] == 256
+
+    class Wide:
+        kind, shape, num_classes = "vector", (300,), 0
+
+    assert default_network(Wide())["hidden"] == 640
