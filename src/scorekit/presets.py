@@ -85,7 +85,6 @@ def preset_config(name: str, data_spec: str, class_conditional: bool = False, co
             "batch_size": 32,
             "lr": 1e-3,
             "warmup": 200,
-            "ema_decay": 0.999,
             "checkpoint_every": 1000,
             "log_every": 100,
         }
@@ -95,7 +94,6 @@ def preset_config(name: str, data_spec: str, class_conditional: bool = False, co
             "batch_size": 256,
             "lr": 2e-4,
             "warmup": 1000,
-            "ema_decay": 0.9999,
             "checkpoint_every": 5000,
             "keep_checkpoints": 3,
             "log_every": 500,
