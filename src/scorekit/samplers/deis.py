@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import CountingDenoiser, SamplerOutput, bcast, check_choice, sigma_table
-from .ipndm import step_order
+from .base import bcast, check_choice
+from .ipndm import run_linear_multistep
 
 __all__ = ["sample_deis", "deis_step", "deis_coefficients"]
 
@@ -62,15 +62,4 @@ def sample_deis(
     steps (and, with `lower_order_final`, the last; k-diffusion's deis: off). NFE = N."""
     del process, generator
     check_choice("order", int(order), (1, 2, 3))
-    table = sigma_table(sigmas, x)
-    D = CountingDenoiser(denoiser, class_labels)
-    n = table.shape[1] - 1
-    hist = []
-    for i in range(n):
-        sig = table[:, i]
-        den = D(x, sig)
-        hist = (hist + [(sig, x, den)])[-int(order) :]
-        x = deis_step(hist, table[:, i + 1], step_order(i, n, order, lower_order_final))
-        if callback is not None:
-            callback({"i": i, "x": x, "sigma": sig.expand(x.shape[0]), "denoised": den})
-    return SamplerOutput(x, float(D.calls))
+    return run_linear_multistep(denoiser, x, sigmas, deis_step, int(order), lower_order_final, class_labels, callback)

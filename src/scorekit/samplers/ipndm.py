@@ -55,6 +55,14 @@ def sample_ipndm(
     off). NFE = N."""
     del process, generator  # σ-space and deterministic
     check_choice("max_order", int(max_order), (1, 2, 3, 4))
+    return run_linear_multistep(
+        denoiser, x, sigmas, ipndm_step, int(max_order), lower_order_final, class_labels, callback
+    )
+
+
+def run_linear_multistep(denoiser, x, sigmas, step, max_order: int, lower_order_final: bool, class_labels, callback):
+    """The loop shared by the linear multistep solvers (iPNDM, DEIS): one evaluation per step, the last `max_order`
+    (σ, x, D) kept, `step(history, σ_next, order)` with the warm-start / final order of `step_order`. NFE = N."""
     table = sigma_table(sigmas, x)
     D = CountingDenoiser(denoiser, class_labels)
     n = table.shape[1] - 1
@@ -62,8 +70,8 @@ def sample_ipndm(
     for i in range(n):
         sig = table[:, i]
         den = D(x, sig)
-        hist = (hist + [(sig, x, den)])[-int(max_order) :]
-        x = ipndm_step(hist, table[:, i + 1], step_order(i, n, max_order, lower_order_final))
+        hist = (hist + [(sig, x, den)])[-max_order:]
+        x = step(hist, table[:, i + 1], step_order(i, n, max_order, lower_order_final))
         if callback is not None:
             callback({"i": i, "x": x, "sigma": sig.expand(x.shape[0]), "denoised": den})
     return SamplerOutput(x, float(D.calls))
