@@ -21,6 +21,8 @@ from ..dmcmc import (
     make_levels,
     plan_dlg,
 )
+from ..dmcmc.budget import CAP_FACTOR, FLOOR_PER_FINISHER_NFE
+from ..samplers import get_sampler
 
 PRESETS = ("reference-cifar10", "reference-celebahq")
 # flag → (DLGConfig field, type)
@@ -139,6 +141,11 @@ def dlg_config_from_args(args: argparse.Namespace, *, classifier_cost: float = 0
         base["finisher_steps"] = int(steps)
     if getattr(args, "schedule", None):
         base["finisher_schedule"] = args.schedule
+    if "sigma_floor" not in over:  # the σ band plan_dlg derives for this finisher (unbounded chains run away)
+        spec = get_sampler(base.get("finisher", d.finisher))
+        fin_nfe = spec.nfe(int(base.get("finisher_steps", d.finisher_steps))) if spec.nfe is not None else 4
+        floor = FLOOR_PER_FINISHER_NFE[min(max(int(fin_nfe), 1), max(FLOOR_PER_FINISHER_NFE))]
+        base["sigma_floor"], base["sigma_cap"] = floor, over.get("sigma_cap", CAP_FACTOR * floor)
     return replace(d, **base, **over).validate()
 
 
