@@ -94,6 +94,10 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"scorekit {args.command}: interrupted\n")
         return 130
+    except BrokenPipeError:  # the reader went away (`scorekit info X | head`): stop quietly, like other tools
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except (
         CliError,
         ValueError,
