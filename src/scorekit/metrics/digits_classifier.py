@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .pinned import load_pinned, weights_sha256
+
 __all__ = [
     "DIGITS_CLASSIFIER_SHA256",
     "DIGITS_WEIGHTS_PATH",
@@ -107,28 +109,10 @@ def accuracy(net: DigitsCNN, split: str = "test") -> float:
     return float((net(x).argmax(1) == y).double().mean())
 
 
-def weights_sha256(state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over sorted tensor names, dtypes, shapes and bytes (the checksum scorekit.checkpoint stores)."""
-    from ..checkpoint import _digest
-
-    return _digest(state)
-
-
 def load_digits_classifier(path: str | Path | None = None, sha256: str | None = None) -> tuple[DigitsCNN, str]:
     """The pinned classifier (or a file at `path`); its weights' SHA-256 must equal the pinned one (or `sha256`
     when given; a file at another path with no `sha256` is only checked against its own stored checksum)."""
-    from ..checkpoint import load_state_dict_strict, load_tensors
-
     path = Path(path) if path is not None else DIGITS_WEIGHTS_PATH
     expected = sha256 if sha256 is not None else (DIGITS_CLASSIFIER_SHA256 if path == DIGITS_WEIGHTS_PATH else None)
-    if not path.is_file():
-        raise ValueError(f"digits classifier weights not found: {path} (retrain: python -m {__name__})")
-    tensors, _ = load_tensors(path)
-    digest = weights_sha256(tensors)
-    if expected is not None and digest != expected:
-        raise ValueError(
-            f"digits classifier {path} has weights SHA-256 {digest}, expected {expected} (altered or stale)"
-        )
-    net = DigitsCNN()
-    load_state_dict_strict(net, tensors, path)
-    return net.eval(), digest
+    retrain = "python benchmarks/retrain_digits_classifier.py"
+    return load_pinned(DigitsCNN(), path, expected, "digits classifier", retrain)

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .pinned import load_pinned, weights_sha256
+
 __all__ = [
     "FASHION_CLASSIFIER_SHA256",
     "FASHION_WEIGHTS_PATH",
@@ -132,33 +134,14 @@ def accuracy(net: FashionCNN, x: torch.Tensor, y: torch.Tensor, batch_size: int 
     return correct / len(x)
 
 
-def weights_sha256(state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over sorted tensor names, dtypes, shapes and bytes (the checksum scorekit.checkpoint stores)."""
-    from ..checkpoint import _digest
-
-    return _digest(state)
-
-
 def load_fashion_classifier(path: str | Path | None = None, sha256: str | None = None) -> tuple[FashionCNN, str]:
     """The pinned classifier (or a file at `path`); its weights' SHA-256 must equal the pinned one (or `sha256`
     when given; a file at another path with no `sha256` is only checked against its own stored checksum)."""
-    from ..checkpoint import load_state_dict_strict, load_tensors
-
     path = Path(path) if path is not None else FASHION_WEIGHTS_PATH
     expected = sha256 if sha256 is not None else (FASHION_CLASSIFIER_SHA256 if path == FASHION_WEIGHTS_PATH else None)
-    if not path.is_file():
-        raise ValueError(
-            f"Fashion-MNIST classifier weights not found: {path} (retrain: python scripts/train_fashion_classifier.py)"
-        )
-    tensors, _ = load_tensors(path)
-    digest = weights_sha256(tensors)
-    if expected is not None and digest != expected:
-        raise ValueError(
-            f"Fashion-MNIST classifier {path} has weights SHA-256 {digest}, expected {expected} (altered or stale)"
-        )
-    net = FashionCNN()
-    load_state_dict_strict(net, tensors, path)
-    return net.eval(), digest
+    return load_pinned(
+        FashionCNN(), path, expected, "Fashion-MNIST classifier", "python scripts/train_fashion_classifier.py"
+    )
 
 
 def data_provenance(split: str = "test", root=None) -> str:
