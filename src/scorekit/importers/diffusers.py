@@ -36,8 +36,9 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError, load_tensors, read_config, save_tensors, write_config, write_json_atomic
+from ..checkpoint import CheckpointError, read_config, save_tensors, write_config, write_json_atomic
 from .common import _prepare_out
+from .diffusers_export import export_own_unet, export_source
 
 __all__ = [
     "import_diffusers",
@@ -423,28 +424,12 @@ def export_diffusers(run: str | Path, out: str | Path, *, ema: bool = True, over
     cfg = read_config(run)
     net = dict(cfg.get("network") or {})
     if net.get("arch") == "unet":
-        from .diffusers_export import export_own_unet
-
         return export_own_unet(run, out, ema=ema, overwrite=overwrite)
     if net.get("arch") != "diffusers_unet2d":
         raise ValueError(f"{run}: export diffusers needs a diffusers_unet2d or unet network, not {net.get('arch')!r}")
     recorded = cfg.get("diffusers") or {}
     sched = copy.deepcopy(recorded.get("scheduler_config")) or _scheduler_from_run(cfg)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a directory")
-    if (out / "model_index.json").exists() and not overwrite:
-        raise ValueError(f"--out {out} already holds a diffusers pipeline; choose another folder")
-    name = "ema.safetensors" if ema and (run / "ema.safetensors").exists() else "model.safetensors"
-    tensors, _ = load_tensors(run / name)
-    from ..models.registry import build_network
-
-    with torch.device("meta"):
-        template = build_network(dict(net))
-    own = template.state_dict()
-    missing = [k for k in own if k not in tensors]
-    if missing or len(tensors) != len(own):
-        raise CheckpointError(f"{run / name}: weights do not match the network config")
+    out, tensors, _ = export_source(run, out, net, ema=ema, overwrite=overwrite)
     unet_cfg = {k: v for k, v in net.items() if k != "arch"}
     unet_cfg = {"_class_name": "UNet2DModel", **unet_cfg}
     version = (recorded.get("unet_config") or {}).get("_diffusers_version")
@@ -461,7 +446,7 @@ def export_diffusers(run: str | Path, out: str | Path, *, ema: bool = True, over
     from safetensors.torch import save_file
 
     tmp = out / "unet" / f".{WEIGHTS}.tmp"
-    save_file({k: tensors[k].contiguous() for k in own}, str(tmp), metadata={"format": "pt"})
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
     tmp.replace(out / "unet" / WEIGHTS)
     write_json_atomic(out / "unet" / "config.json", unet_cfg)
     write_json_atomic(out / "scheduler" / "scheduler_config.json", sched)

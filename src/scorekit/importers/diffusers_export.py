@@ -256,11 +256,26 @@ def scheduler_for_run(cfg: dict, source: str = "run") -> dict:
     raise ValueError(f"{source}: the denoiser cannot be represented: {why}")
 
 
+def export_source(run: Path, out, net: dict, *, ema: bool, overwrite: bool) -> tuple[Path, dict, str]:
+    """(output folder, the run's weights checked against its network config, their file) for an export: --out must
+    be a folder that holds no diffusers pipeline yet (unless `overwrite`); EMA weights when asked and present."""
+    from ..models.registry import build_network
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    if (out / "model_index.json").exists() and not overwrite:
+        raise ValueError(f"--out {out} already holds a diffusers pipeline; choose another folder")
+    name = "ema.safetensors" if ema and (run / "ema.safetensors").exists() else "model.safetensors"
+    tensors, _ = load_tensors(run / name)
+    with torch.device("meta"):
+        own = build_network(dict(net))
+    return out, check_state_dict(own, tensors, run / name), str(run / name)
+
+
 def export_own_unet(run: str | Path, out: str | Path, *, ema: bool = True, overwrite: bool = False) -> Path:
     """Write an `arch: "unet"` run as a diffusers folder: model_index.json, unet/ (UNet2DModel), scheduler/."""
     from safetensors.torch import save_file
-
-    from ..models.registry import build_network
 
     run = Path(run)
     cfg = read_config(run)
@@ -276,17 +291,8 @@ def export_own_unet(run: str | Path, out: str | Path, *, ema: bool = True, overw
     nc = int(net.get("num_classes", 0))
     if nc and int(cfg["data"].get("num_classes", 0)) not in (0, nc):
         raise ValueError(f"{run}: the network has {nc} classes, the data {cfg['data']['num_classes']}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a directory")
-    if (out / "model_index.json").exists() and not overwrite:
-        raise ValueError(f"--out {out} already holds a diffusers pipeline; choose another folder")
-    name = "ema.safetensors" if ema and (run / "ema.safetensors").exists() else "model.safetensors"
-    tensors, _ = load_tensors(run / name)
-    with torch.device("meta"):
-        own = build_network(dict(net))
-    tensors = check_state_dict(own, tensors, run / name)  # the run's own weights first: one line if they disagree
-    weights = convert_unet_weights(tensors, net, unet_cfg, str(run / name))
+    out, tensors, source = export_source(run, out, net, ema=ema, overwrite=overwrite)
+    weights = convert_unet_weights(tensors, net, unet_cfg, source)
     cls = sched["_class_name"]
     index = {
         "_class_name": "DDPMPipeline" if cls == "DDPMScheduler" else "ConsistencyModelPipeline",
