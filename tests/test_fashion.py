@@ -6,6 +6,7 @@ accuracy check, which is skipped when they are not installed."""
 from __future__ import annotations
 
 import gzip
+import json
 import struct
 
 import numpy as np
@@ -223,3 +224,26 @@ def test_cli_data_fashion_mnist_and_cpu_preset_first_steps(data_root, tmp_path):
     preset = preset_config("cpu", "fashion-mnist")["network"]
     assert {k: cfg["network"][k] for k in preset} == preset
     assert (out / "model.safetensors").is_file()
+
+
+def test_evaluate_fashion_uses_the_pinned_classifier(data_root, tmp_path):
+    """`scorekit evaluate --data fashion-mnist` picks the pinned Fashion-MNIST features by itself (auto) and reports
+    per-class accuracy of labelled samples with the same classifier; real test images of a class are judged as the
+    classifier judges them directly."""
+    from scorekit.cli import main
+    from scorekit.metrics.fashion_classifier import fashion_split, load_fashion_classifier
+
+    x, y = fashion_split("test")
+    npz = tmp_path / "s.npz"
+    np.savez(npz, samples=x.numpy(), labels=y.numpy())
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--samples", str(npz), "--data", "fashion-mnist", "--metrics", "fid",
+                 "--ref-split", "test", "--out", str(out)]) == 0  # fmt: skip
+    m = json.loads(out.read_text())
+    assert m["feature_extractor"] == "fashion"
+    assert m["fid"] == pytest.approx(0.0, abs=1e-3)  # the samples are the reference split itself
+    net, _ = load_fashion_classifier()
+    with torch.no_grad():
+        direct = (net(x).argmax(1) == y).float().mean().item()
+    assert m["class_accuracy"] == pytest.approx(direct, abs=1e-6)
+    assert m["class_accuracy_classifier"].startswith("fashion (")

@@ -19,7 +19,12 @@ def add_arguments(p):
         default=None,
         help="comma list from fid,kid,is,pr (images) or swd,mmd,w2 (vectors); default: all for the data kind",
     )
-    p.add_argument("--extractor", default="auto", choices=["auto", "digits", "inception"])
+    p.add_argument(
+        "--extractor",
+        default="auto",
+        choices=["auto", "digits", "fashion", "inception"],
+        help="feature network (auto: digits for 8x8 digits, fashion for fashion-mnist, inception for side >= 32)",
+    )
     p.add_argument(
         "--inception-weights",
         default=None,
@@ -48,7 +53,8 @@ def add_arguments(p):
         "--classifier",
         default="auto",
         choices=["auto", "none"],
-        help="per-class accuracy of labelled samples (digits: the pinned classifier; gmm: the exact posterior)",
+        help="per-class accuracy of labelled samples (digits / fashion-mnist: the pinned classifiers; gmm: the exact "
+        "posterior)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")

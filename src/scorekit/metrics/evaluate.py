@@ -188,6 +188,8 @@ def _image_metrics(samples, data, split, num_ref, ds_ref, shape, names, extracto
     from .precision_recall import precision_recall
     from .reference import load_reference, save_reference
 
+    if extractor == "auto" and data == "fashion-mnist":
+        extractor = "fashion"  # the pinned Fashion-MNIST classifier, not a digits or Inception network
     ext = get_extractor(extractor, "image", shape, inception_path, inception_sha256, device=device)
     # The Inception pipelines (pytorch-fid, clean-fid) see 8-bit images: round both sides to 1/255 steps.
     quantize = ext.name == "inception"
@@ -306,6 +308,14 @@ def class_accuracy(samples, labels, data: str, kind: str, shape, device="cpu") -
             return None
         pred = gmm.class_posterior(x.double().reshape(len(x), -1), 0.0).argmax(1)
         name = "gmm exact class posterior"
+    elif kind == "image" and data == "fashion-mnist" and tuple(shape) == (1, 28, 28):
+        from .fashion_classifier import load_fashion_classifier
+
+        net, digest = load_fashion_classifier()
+        net = net.to(device).eval()
+        with torch.no_grad():
+            pred = torch.cat([net(b.float().to(device)).argmax(1).cpu() for b in x.split(1024)])
+        name = f"fashion ({digest[:12]})"
     else:
         return None
     overall, per = per_class_accuracy(pred.numpy(), labels)
