@@ -67,3 +67,24 @@ def test_library_budget_call_beats_default_karras_dpmpp2m_at_equal_cost():
     assert stream.nfe <= 5 and stream.plan is not None
     plain = torch.cat([b.x for b in sample_stream(den, "dpmpp_2m", 5, 4000, seed=1, batch_size=4000)])
     assert sliced_wasserstein(x, ref) <= sliced_wasserstein(plain, ref) * 1.05
+
+
+def test_cfg_budget_counts_both_branches(tmp_path):
+    """Classifier-free guidance runs the network twice per denoiser call: `--nfe N` buys N/2 calls, and the stream
+    reports the network evaluations; w = 0 (plain conditional) costs one."""
+    from scorekit.analytic import GaussianMixture
+    from scorekit.guidance import ClassifierFreeGuidedDenoiser
+    from scorekit.sampling import sample_stream
+
+    gmm = GaussianMixture(
+        torch.tensor([0.5, 0.5]), torch.tensor([[-2.0, 0.0], [2.0, 0.0]]), torch.full((2, 2), 0.1), labels=[0, 1]
+    )
+    den = gmm.denoiser()
+    for w, calls in ((2.0, 5), (0.0, 10)):
+        cfg = ClassifierFreeGuidedDenoiser(den, w=w, class_labels=1)
+        assert cfg.network_evals_per_call == (2.0 if w else 1.0)
+        stream = sample_stream(cfg, None, None, 64, nfe=10, class_labels=torch.ones(64, dtype=torch.long), seed=0)
+        xs = torch.cat([b.x for b in stream])
+        assert stream.nfe <= calls and stream.plan.steps <= calls
+        assert float(stream.extra.get("network_nfe", stream.nfe)) <= 10.0
+        assert torch.isfinite(xs).all()

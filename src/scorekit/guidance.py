@@ -195,6 +195,10 @@ class _Wrapper(Denoiser):
     def labels_required(self) -> bool:
         return True
 
+    @property
+    def network_evals_per_call(self) -> float:
+        return self.denoiser.network_evals_per_call
+
 
 _MODEL_NULL = object()  # ClassifierFreeGuidedDenoiser: take the model's own null label
 
@@ -280,6 +284,11 @@ class ClassifierFreeGuidedDenoiser(_Wrapper):
     def null_label(self) -> int | None:
         """The unconditional branch's label (the model's null label)."""
         return self._null_label
+
+    @property
+    def network_evals_per_call(self) -> float:
+        """Two network evaluations (conditional and unconditional branch) per call unless w = 0."""
+        return self.denoiser.network_evals_per_call * (1.0 if self.w == 0.0 else 2.0)
 
     def denoise(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
         y = _labels_for(self.class_labels, class_labels, x.shape[0], x.device)

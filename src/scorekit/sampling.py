@@ -233,8 +233,13 @@ def sample_stream(
         sched = schedule if schedule is not None else Schedule()
         if sched.spacing is not None:
             raise ValueError("an NFE budget picks its own σ steps; drop the explicit schedule")
+        cost = float(denoiser.network_evals_per_call)
+        calls = int(int(nfe) / cost + 1e-9)  # the budget counts network evaluations (CFG: two per call)
+        if calls < 1:
+            raise ValueError(f"an NFE budget of {nfe} buys no step: each denoiser call costs {cost:g} network "
+                             "evaluations here")  # fmt: skip
         plan = plan_for_budget(
-            int(nfe),
+            calls,
             denoiser=denoiser,
             process=process if process is not None else denoiser.process,
             run_dir=run_dir,
@@ -328,6 +333,9 @@ def sample_stream(
                     yield batch
         if class_labels is not None:
             stream.extra["labels"] = class_labels.cpu().numpy().astype(np.int64)
+        cost = float(denoiser.network_evals_per_call)
+        if cost != 1.0:  # e.g. classifier-free guidance: the network runs twice per denoiser call
+            stream.extra["network_nfe"] = np.float64(stream.nfe * cost)
 
     stream._batches = plain()
     if plan is not None:  # the budget choice travels with the samples (an .npz string array)

@@ -247,6 +247,8 @@ def run(args) -> int:
             f"distinct outputs {float(x['distinct_fraction']):.3f}, ESS {float(x['ess']):.0f} of {args.num} "
             f"(lag-1 autocorrelation {float(x['lag1_autocorrelation']):.3f})"
         )
+    if "network_nfe" in stream.extra:
+        extra += f"; {float(stream.extra['network_nfe']):.2f} network evaluations per sample (guidance runs 2 a call)"
     if dlg is not None:
         name = f"dlg+{sampler}"
     else:

@@ -52,6 +52,8 @@ class Denoiser(nn.Module):
     - `null_label`: the label value meaning "no class" (None: class_labels=None is the unconditional call);
       `unconditional(x, σ)` is D(x, σ | ∅). `labels_required`: sampling must give a label per sample.
     - `has_log_density`, `log_density(x, σ)`: log p_σ(x) where known in closed form (MALA's Metropolis test).
+    - `network_evals_per_call`: network evaluations behind one call (1; classifier-free guidance: 2), so budgets
+      and reports count the network, not the wrapper.
     """
 
     sigma_min: float = 0.002
@@ -86,6 +88,11 @@ class Denoiser(nn.Module):
     def labels_required(self) -> bool:
         """Whether the model must be called with a label per sample (a class-conditional network)."""
         return False
+
+    @property
+    def network_evals_per_call(self) -> float:
+        """Network evaluations per call of this denoiser (one forward pass of the model)."""
+        return 1.0
 
     def unconditional(self, x: Tensor, sigma) -> Tensor:
         """D(x, σ | ∅)."""
