@@ -116,3 +116,32 @@ def test_torchrun_two_ranks_train_the_noise_classifier_like_one(tmp_path):
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
     assert "accuracy" in ckpt.read_config(tmp_path / "two")
+
+
+@pytest.mark.parametrize("command", ["train-noise-classifier", "train-classifier"])
+def test_classifier_commands_take_the_ema_flags(tmp_path, command):
+    """--ema-sigma-rel / --ema-snapshot-every reach the classifier run's config and its EMA snapshots, and a
+    width outside the power-function EMA's range is refused in one line (exit 2)."""
+    from scorekit.cli import main
+
+    score = tmp_path / "score"
+    ckpt.write_config(
+        score, {"kind": "score_model", "data": load_data("moons").to_config(), "process": VESDE().to_config()}
+    )
+    if command == "train-noise-classifier":
+        args = [command, "--run", str(score), "--levels", "20", "--eval-num", "50"]
+    else:
+        import json as _json
+
+        spec = tmp_path / "gmm.json"
+        spec.write_text(_json.dumps({"weights": [1, 1], "means": [[-2, 0], [2, 0]], "variances": [[0.1, 0.1]] * 2,
+                                     "labels": [0, 1]}))  # fmt: skip
+        args = [command, "--data", f"gmm:{spec}", "--process", "ve"]
+    out = tmp_path / "clf"
+    common = [*args, "--steps", "20", "--batch-size", "16", "--out", str(out)]
+    assert main([*common, "--ema-sigma-rel", "0.05", "--ema-snapshot-every", "5"]) == 0
+    tr = json.loads((out / "config.json").read_text())["training"]
+    assert tr["ema_sigma_rel"] == 0.05 and tr["ema_snapshot_every"] == 5
+    assert len(list((out / "ema_snapshots").glob("*"))) >= 4
+    assert main([*common[:-1], str(tmp_path / "bad"), "--ema-sigma-rel", "0.5"]) == 2
+    assert not (tmp_path / "bad" / "model.safetensors").exists()

@@ -18,7 +18,7 @@ from .distributed import is_main_process
 from .guidance import NOISE_BANDS, NoisyClassifier, TrainedClassifier
 from .models.parameterization import CONDITIONINGS, bcast
 from .processes import Process, get_process
-from .run_config import training_defaults
+from .run_config import ema_settings, training_defaults
 from .training import train
 
 
@@ -108,6 +108,8 @@ def train_noisy_classifier(
     log: Callable[[str], None] | None = print,
     resume: bool = False,
     checkpoint_every: int = 0,
+    ema_sigma_rel: float | None = None,
+    ema_snapshot_every: int | None = None,
 ) -> tuple[TrainedClassifier | None, dict]:
     """Train p_φ(y | x_t, t) with `NoisyClassifierObjective` (Dhariwal & Nichol 2021, §4.1) in the one training
     loop into a kind="classifier" run directory `out` (temporary if None), then measure the held-out accuracy per
@@ -143,6 +145,7 @@ def train_noisy_classifier(
         seed=int(seed),
         log_every=max(1, int(log_every)),
         checkpoint_every=int(checkpoint_every),
+        **ema_settings(ema_sigma_rel, ema_snapshot_every),
     )
     transform = DataTransform.from_config(data_cfg["transform"]) if "transform" in data_cfg else None
     ds = Dataset(data, labels, kind, int(num_classes), transform or DataTransform.identity(), data_cfg.get("spec", ""))

@@ -13,6 +13,7 @@ from .processes import get_process
 
 __all__ = [
     "DEFAULT_TRAINING",
+    "ema_settings",
     "KIND_TRAINING",
     "KINDS",
     "DEFAULT_DENOISER",
@@ -64,6 +65,16 @@ KIND_TRAINING = {
 }
 KINDS = tuple(KIND_TRAINING)
 _NOTES = ("loss", "noise")  # free-text training notes kept in older classifier configs
+
+
+def ema_settings(sigma_rel: float | None = None, snapshot_every: int | None = None) -> dict:
+    """Training-section EMA overrides (the power-function EMA's width, its snapshot interval); {} keeps defaults."""
+    out: dict = {}
+    if sigma_rel is not None:
+        out["ema_sigma_rel"] = float(sigma_rel)
+    if snapshot_every is not None:
+        out["ema_snapshot_every"] = int(snapshot_every)
+    return out
 
 
 def ema_snapshot_interval(tr: dict) -> int:

@@ -23,6 +23,18 @@ def add_arguments(p):
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--log-every", type=int, default=100, help="steps between log lines (default 100)")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default 500)")
+    p.add_argument(
+        "--ema-sigma-rel",
+        type=float,
+        default=None,
+        help="relative width of the power-function EMA (default 0.10, as for score models)",
+    )
+    p.add_argument(
+        "--ema-snapshot-every",
+        type=int,
+        default=None,
+        help="steps between EMA snapshots for `scorekit ema` (default steps // 32; 0 = off)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
 
@@ -83,6 +95,8 @@ def run(args) -> int:
         log=print if is_main_process() else None,
         resume=args.resume,
         checkpoint_every=args.checkpoint_every,
+        ema_sigma_rel=args.ema_sigma_rel,
+        ema_snapshot_every=args.ema_snapshot_every,
     )
     if not summary:
         print(f"stopped; checkpoint saved in {args.out} (continue with --resume)")

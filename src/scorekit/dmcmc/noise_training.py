@@ -17,7 +17,7 @@ from ..data import Dataset, DataTransform, load_data
 from ..distributed import is_main_process
 from ..models.parameterization import bcast
 from ..processes import EDM, get_process
-from ..run_config import training_defaults
+from ..run_config import ema_settings, training_defaults
 from ..training import train
 from .estimators import make_levels
 
@@ -191,6 +191,8 @@ def train_noise_classifier_run(
     resume: bool = False,
     checkpoint_every: int = 500,
     progress: bool = False,
+    ema_sigma_rel: float | None = None,
+    ema_snapshot_every: int | None = None,
 ) -> dict:
     """Train the noise-level classifier for a score-model run on its data and process (the one training loop: EMA,
     checkpoints, `resume`), then write its accuracy into the kind="noise_classifier" config. Returns the config."""
@@ -227,6 +229,7 @@ def train_noise_classifier_run(
         lr=float(lr),
         seed=int(seed),
         checkpoint_every=int(checkpoint_every),
+        **ema_settings(ema_sigma_rel, ema_snapshot_every),
     )
     cfg["levels"].update(sigma_min=smin, sigma_max=smax)
     out = Path(out_dir)
