@@ -238,3 +238,30 @@ def test_mlp_learns_exact_gmm_denoiser():
         err_linear = (linear - exact).pow(2).sum(1).mean().sqrt().item()
         print(f"\nσ={sigma}: RMS ‖D_mlp − D_exact‖ = {err:.4f}, best linear denoiser {err_linear:.4f}")
         assert err < 0.3 * err_linear and err < 0.15 * math.sqrt(2)
+
+
+def test_mlp_input_fourier_features():
+    """`input_fourier` widens only the input layer, is recorded in the config (and only when used), rebuilds the same
+    fixed frequencies from the config, and changes the function of the input (not just its parameter count)."""
+    from scorekit.models.mlp import MLP
+    from scorekit.models.registry import build_network
+
+    plain = MLP(2, hidden=32, depth=1)
+    assert "input_fourier" not in plain.to_config() and plain.input_freqs is None
+    net = MLP(2, hidden=32, depth=1, input_fourier=8, input_fourier_scale=2.0)
+    cfg = net.to_config()
+    assert cfg["input_fourier"] == 8 and cfg["input_fourier_scale"] == 2.0
+    assert net.inp.in_features == 2 + 16 and net.input_freqs.shape == (2, 8)
+    again = build_network(cfg)
+    assert torch.equal(again.input_freqs, net.input_freqs)
+    again.load_state_dict(net.state_dict())
+    torch.nn.init.normal_(net.out.weight)
+    again.load_state_dict(net.state_dict())
+    x, c = torch.randn(5, 2), torch.zeros(5)
+    assert torch.allclose(again(x, c), net(x, c))
+    # the output depends on the fixed frequencies (the features are used, not just allocated)
+    y = net(x, c)
+    net.input_freqs.mul_(1.5)
+    assert not torch.allclose(net(x, c), y)
+    with pytest.raises(ValueError):
+        MLP(2, input_fourier=-1)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -34,6 +37,10 @@ class MLP(nn.Module):
     such as `t999`, `index`, `sigma`) or "fourier" (random features with std `fourier_scale`; suits c_noise of
     order 1 such as `t` or `log_sigma`). `num_classes` > 0 adds a label embedding whose index `num_classes`
     means "no label" (classifier-free guidance).
+
+    `input_fourier` > 0 adds random Fourier features of the input (Tancik et al. 2020): [x, sin 2πxB, cos 2πxB]
+    with B [D, input_fourier] ~ N(0, input_fourier_scale²) drawn from a fixed seed, so a low-dimensional input's
+    fine structure (thin rings, sharp edges) is reachable by a small network in few steps.
     """
 
     def __init__(
@@ -46,6 +53,8 @@ class MLP(nn.Module):
         embedding: str = "sinusoidal",
         dropout: float = 0.0,
         fourier_scale: float = 16.0,
+        input_fourier: int = 0,
+        input_fourier_scale: float = 1.0,
     ):
         super().__init__()
         for name, v in (("dim", dim), ("hidden", hidden), ("emb_dim", emb_dim)):
@@ -67,11 +76,22 @@ class MLP(nn.Module):
             "dropout": float(dropout),
             "fourier_scale": float(fourier_scale),
         }
+        if int(input_fourier) != input_fourier or input_fourier < 0 or not input_fourier_scale > 0:
+            raise ValueError(f"MLP input_fourier must be a non-negative integer and its scale > 0, got "
+                             f"{input_fourier!r}, {input_fourier_scale!r}")  # fmt: skip
+        if input_fourier:  # recorded only when used, so earlier configs and checkpoints stay as they were
+            self.config.update({"input_fourier": int(input_fourier), "input_fourier_scale": float(input_fourier_scale)})
+            g = torch.Generator().manual_seed(0)
+            self.register_buffer(
+                "input_freqs", torch.randn(int(dim), int(input_fourier), generator=g) * input_fourier_scale
+            )
+        else:
+            self.input_freqs = None
         self.dim = int(dim)
         self.num_classes = int(num_classes)
         self.noise_embed = NoiseEmbedding(emb_dim, emb_dim, kind, fourier_scale)
         self.class_embed = ClassEmbedding(num_classes, emb_dim) if num_classes > 0 else None
-        self.inp = nn.Linear(dim, hidden)
+        self.inp = nn.Linear(dim + 2 * int(input_fourier), hidden)
         self.blocks = nn.ModuleList(MLPBlock(hidden, emb_dim, dropout) for _ in range(int(depth)))
         self.out_norm = nn.LayerNorm(hidden)
         self.out = zero_init(nn.Linear(hidden, dim))
@@ -88,6 +108,9 @@ class MLP(nn.Module):
         if self.class_embed is not None:
             emb = emb + self.class_embed(class_labels, x.shape[0], x.device)
         emb = F.silu(emb).to(x.dtype)
+        if self.input_freqs is not None:
+            z = 2 * math.pi * x @ self.input_freqs.to(x.dtype)
+            x = torch.cat([x, torch.sin(z), torch.cos(z)], dim=1)
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, emb)
