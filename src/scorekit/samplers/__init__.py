@@ -98,6 +98,8 @@ def _annealed_nfe(n, n_steps_each=5, denoise=True, **_):
     return n * int(n_steps_each) + int(bool(denoise))
 
 
+# Each sampler's default schedule is the built-in spacing measured best for it over the exact mixtures and the digits
+# model (benchmarks/results/sampler_defaults.md; tests/test_sampler_defaults.py keeps the two in step).
 for _spec in (
     SamplerSpec(
         "euler_maruyama",
@@ -111,7 +113,7 @@ for _spec in (
         "reverse_diffusion",
         sample_reverse_diffusion,
         False,
-        "uniform_t",
+        "logsnr",
         lambda n, **_: n,
         "reverse-diffusion predictor (the forward discretisation run backwards)",
     ),
@@ -128,17 +130,17 @@ for _spec in (
         "ancestral",
         sample_ancestral,
         False,
-        "uniform_t",
+        "logsnr",
         lambda n, **_: n,
         "DDPM ancestral sampling (β̃ 'posterior' or β 'forward' variance; mean_shift: Alg. 1 classifier guidance)",
         ("variance", "mean_shift"),
     ),
-    SamplerSpec("ddim", sample_ddim, True, "uniform_t", lambda n, **_: n, "DDIM; eta=0 deterministic", ("eta",)),
+    SamplerSpec("ddim", sample_ddim, True, "logsnr", lambda n, **_: n, "DDIM; eta=0 deterministic", ("eta",)),
     SamplerSpec(
         "pf_euler",
         sample_pf_euler,
         True,
-        "uniform_t",
+        "karras",
         lambda n, **_: n,
         "Euler on the probability-flow ODE of the process",
     ),
@@ -151,25 +153,25 @@ for _spec in (
         "adaptive RK45 on the probability-flow ODE (NFE from the solver)",
         ("rtol", "atol", "backend"),
     ),
-    SamplerSpec("heun", sample_heun, True, "karras", lambda n, **_: 2 * n - 1, "EDM Algorithm 1 (Heun)"),
+    SamplerSpec("heun", sample_heun, True, "logsnr", lambda n, **_: 2 * n - 1, "EDM Algorithm 1 (Heun)"),
     SamplerSpec(
         "edm_stochastic",
         sample_edm_stochastic,
         False,
-        "karras",
+        "logsnr",
         lambda n, **_: 2 * n - 1,
         "EDM Algorithm 2 (stochastic Heun with churn)",
         ("s_churn", "s_tmin", "s_tmax", "s_noise"),
     ),
-    SamplerSpec("dpmpp_2m", sample_dpmpp_2m, True, "karras", lambda n, **_: n, "DPM-Solver++(2M)"),
+    SamplerSpec("dpmpp_2m", sample_dpmpp_2m, True, "logsnr", lambda n, **_: n, "DPM-Solver++(2M)"),
     SamplerSpec(
-        "dpmpp_3m", sample_dpmpp_3m, True, "karras", lambda n, **_: n, "DPM-Solver++(3M), third-order multistep"
+        "dpmpp_3m", sample_dpmpp_3m, True, "logsnr", lambda n, **_: n, "DPM-Solver++(3M), third-order multistep"
     ),
     SamplerSpec(
         "ipndm",
         sample_ipndm,
         True,
-        "logsnr",  # measured best built-in spacing at 4–10 NFE (benchmarks/results/samplers_schedules.md)
+        "logsnr",  # measured: benchmarks/results/sampler_defaults.md
         lambda n, **_: n,
         "improved PNDM (Adams–Bashforth ≤ 4 on ε in σ)",
         ("max_order", "lower_order_final"),
@@ -178,7 +180,7 @@ for _spec in (
         "unipc",
         sample_unipc,
         True,
-        "logsnr",  # measured best built-in spacing at 4–10 NFE (benchmarks/results/samplers_schedules.md)
+        "logsnr",  # measured: benchmarks/results/sampler_defaults.md
         lambda n, **_: n,
         "UniPC: UniP predictor + free UniC corrector",
         ("order", "variant", "corrector", "lower_order_final"),
@@ -187,7 +189,7 @@ for _spec in (
         "deis",
         sample_deis,
         True,
-        "uniform_t",  # measured best built-in spacing at 4–10 NFE (benchmarks/results/samplers_schedules.md)
+        "logsnr",  # measured: benchmarks/results/sampler_defaults.md
         lambda n, **_: n,
         "DEIS tAB (orders 1–3) in σ",
         ("order", "lower_order_final"),
