@@ -401,9 +401,12 @@ def write(results, path_md, path_json, path_png):
 
 
 # --- digits: a trained score model (the quickstart's), FID in the pinned digits classifier's features -----------
-def digits(run_dir: str, nfes, num: int, kd, out: Path, teachers: int = 32):
-    """FID / precision / recall (scorekit.metrics, digits classifier features) of `num` samples per method; the floor
-    is the same statistic for `num` held-out test digits."""
+def digits(run_dir: str, nfes, num: int, kd, df, out: Path, teachers: int = 32, sweep_nfes=(5, 10)):
+    """FID / precision / recall (scorekit.metrics, digits classifier features) of `num` samples per method: the
+    budget choice (`--nfe N`, with and without a tuned schedule), every fixed-step scorekit sampler on every built-in
+    schedule (at `sweep_nfes`), and the peers: k-diffusion on the model's σ range (Karras and exponential σ) and
+    diffusers' schedulers with every spacing they offer (on their own DDPM-chain σ). The floor is the same statistic
+    for `num` held-out test digits."""
     from scorekit.checkpoint import load_denoiser, read_config
     from scorekit.data import DataTransform, load_data
     from scorekit.metrics.evaluate import evaluate_samples
@@ -425,6 +428,11 @@ def digits(run_dir: str, nfes, num: int, kd, out: Path, teachers: int = 32):
     floor = metrics(test.transform.to_user(test.data[:num]))
     z = torch.randn(num, *shape, generator=torch.Generator().manual_seed(101))
     rows, tuning = [], []
+
+    def add(label, n, x, group):
+        rows.append({"method": label, "nfe": n, "group": group, **metrics(transform.to_user(x))})
+        print(f"  digits NFE {n}: {label} fid {rows[-1].get('fid', float('nan')):.3f}", flush=True)
+
     with tempfile.TemporaryDirectory() as tmp:
         sched_dir = Path(tmp) / "schedules"
         for n in nfes:
@@ -441,52 +449,96 @@ def digits(run_dir: str, nfes, num: int, kd, out: Path, teachers: int = 32):
                 tuning.append({"sampler": name, "nfe": n, "chosen": res["chosen"], "cpu_seconds": cpu,
                                "heldout_tuned": e["heldout_tuned"], "heldout_start": e["heldout_start"]})  # fmt: skip
                 print(f"  digits tuned {name} NFE {n}: {res['chosen']} {cpu:.1f} CPU-s", flush=True)
-            cand = {
-                "scorekit:dpmpp_2m+karras": ("dpmpp_2m", get_sigmas("karras", n, sigma_min=smin, sigma_max=smax), {}),
-                "scorekit:budget(rule)": None,
-                "scorekit:budget": None,
-            }
-            for label in list(cand):
-                if label.startswith("scorekit:budget"):
-                    plan = plan_for_budget(
-                        n, sigma_min=smin, sigma_max=smax, run_dir=Path(tmp) if label == "scorekit:budget" else None
-                    )
-                    cand[label] = (plan.sampler, plan.sigmas_tensor(), plan.options)
-            for label, (name, sig, opts) in cand.items():
-                sig = sig.to(torch.float32)
-                x = SAMPLERS[name].fn(den, float(sig[0]) * z, sig, **opts).x
-                rows.append({"method": label, "nfe": n, **metrics(transform.to_user(x))})
+            for label in ("scorekit:budget(rule)", "scorekit:budget"):
+                plan = plan_for_budget(
+                    n, sigma_min=smin, sigma_max=smax, run_dir=Path(tmp) if label == "scorekit:budget" else None
+                )
+                sig = plan.sigmas_tensor().to(torch.float32)
+                add(label, n, SAMPLERS[plan.sampler].fn(den, float(sig[0]) * z, sig, **plan.options).x, "budget")
+            if n in sweep_nfes:
+                for name in SCHEDULE_SAMPLERS:
+                    spec = SAMPLERS[name]
+                    steps = (n + 1) // 2 if name in ("heun", "edm_stochastic") else n
+                    for sched in SCHEDULE_NAMES:
+                        sig = get_sigmas(sched, steps, process=proc, sigma_min=smin, sigma_max=smax).to(torch.float32)
+                        g = torch.Generator().manual_seed(7)
+                        x = spec.fn(den, float(sig[0]) * z, sig, process=proc, generator=g).x
+                        add(f"scorekit:{name}+{sched}", n, x, "schedules")
             if kd is not None:
-                for name in ("dpmpp_2m", "lms", "euler"):
-                    sig = kd.get_sigmas_karras(n, smin, smax, rho=7.0)
-                    x = getattr(kd, f"sample_{name}")(den, z * sig[0], sig, disable=True)
-                    rows.append({"method": f"k-diffusion:{name}+karras", "nfe": n, **metrics(transform.to_user(x))})
-            for r in rows[-6:]:
-                print(f"  digits NFE {n}: {r['method']} fid {r.get('fid', float('nan')):.3f}", flush=True)
+                for name in ("euler", "heun", "dpm_2", "lms", "dpmpp_2m"):
+                    steps = (n + 1) // 2 if name in ("heun", "dpm_2") else n
+                    for sched in ("karras", "exponential"):
+                        if sched == "karras":
+                            sig = kd.get_sigmas_karras(steps, smin, smax, rho=7.0)
+                        else:
+                            sig = kd.get_sigmas_exponential(steps, smin, smax)
+                        x = getattr(kd, f"sample_{name}")(den, z * sig[0], sig, disable=True)
+                        add(f"k-diffusion:{name}+{sched}", n, x, "peer")
+            if df is not None:
+                for label in DIFFUSERS:
+                    for sp, extra in SPACINGS.items():
+                        if (label == "DDIM" and sp not in ("", "+leading", "+trailing")) or not diffusers_ok(
+                            df, label, extra
+                        ):
+                            continue
+                        g = torch.Generator().manual_seed(7)
+                        x = diffusers_run(df, label, n, extra)(den, z.to(torch.float32), g)
+                        if torch.isfinite(x).all():
+                            add(f"diffusers:{label}{sp}", n, x, "peer")
     res = {"run": str(run_dir), "num": num, "nfes": list(nfes), "floor": floor, "rows": rows, "tuning": tuning}
     out.with_suffix(".json").write_text(json.dumps(res, indent=2))
+    write_digits(res, out, teachers)
+
+
+def write_digits(res: dict, out: Path, teachers: int) -> None:
+    nfes, rows, floor, num = res["nfes"], res["rows"], res["floor"], res["num"]
     L = ["# Digits (quickstart score model): FID / precision / recall in the pinned digits classifier's features", ""]
-    cmd = f"--digits {run_dir} --digits-num {num} --nfe {','.join(map(str, nfes))} --teachers {teachers}"
-    L.append(f"Command: `PYTHONPATH=src python benchmarks/samplers.py {cmd}`")
+    cmd = f"--digits {res['run']} --digits-num {num} --nfe {','.join(map(str, nfes))} --teachers {teachers}"
+    L.append(f"Command: `PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/samplers.py {cmd}` (1 torch thread)")
     L.append("")
-    if floor:
-        f = {k: floor.get(k, float("nan")) for k in ("fid", "precision", "recall")}
-        n_test = len(test.data[:num])
-        L.append(f"Floor ({n_test} held-out test digits): FID {f['fid']:.3f}, precision {f['precision']:.3f}, "
-                 f"recall {f['recall']:.3f}")  # fmt: skip
-        L.append("")
-    L.append("| method | " + " | ".join(f"NFE {n}: FID / P / R" for n in nfes) + " |")
+    f = {k: floor.get(k, float("nan")) for k in ("fid", "precision", "recall")}
+    L.append(f"Floor ({min(num, 359)} held-out test digits vs the reference): FID {f['fid']:.3f}, precision "
+             f"{f['precision']:.3f}, recall {f['recall']:.3f}. FID is biased upward at small N: compare methods with "
+             "each other (same N, same prior noise), and with the floor only as an order of magnitude.")  # fmt: skip
+    L.append("")
+
+    def best(n, prefix):
+        c = [r for r in rows if r["nfe"] == n and r["method"].startswith(prefix) and "fid" in r]
+        return min(c, key=lambda r: r["fid"]) if c else None
+
+    L += ["## `--nfe N` against the best peer configuration at the same N", "",
+          "| N | scorekit --nfe (rule) | scorekit --nfe (tuned) | best scorekit sampler+schedule | best k-diffusion | "
+          "best diffusers | tuned / best peer |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for n in nfes:
+        cells = []
+        for pre in ("scorekit:budget(rule)", "scorekit:budget", "scorekit:", "k-diffusion:", "diffusers:"):
+            if pre == "scorekit:":
+                c = [r for r in rows if r["nfe"] == n and r.get("group") == "schedules"]
+                b = min(c, key=lambda r: r["fid"]) if c else None
+            elif pre == "scorekit:budget":
+                b = next((r for r in rows if r["nfe"] == n and r["method"] == pre), None)
+            else:
+                b = best(n, pre)
+            cells.append(f"{b['fid']:.2f} ({b['method'].split(':', 1)[1]})" if b else "–")
+        tuned = next((r for r in rows if r["nfe"] == n and r["method"] == "scorekit:budget"), None)
+        peers = [b for b in (best(n, "k-diffusion:"), best(n, "diffusers:")) if b]
+        ratio = f"{tuned['fid'] / min(p['fid'] for p in peers):.2f}" if tuned and peers else "–"
+        L.append(f"| {n} | " + " | ".join(cells) + f" | {ratio} |")
+    L.append("")
+    L.append("## Every method (FID / precision / recall)")
+    L.append("")
+    L.append("| method | " + " | ".join(f"NFE {n}" for n in nfes) + " |")
     L.append("|---|" + "---|" * len(nfes))
     for name in dict.fromkeys(r["method"] for r in rows):
         cells = []
         for n in nfes:
             r = next((r for r in rows if r["method"] == name and r["nfe"] == n), None)
-            cells.append(f"{r['fid']:.3f} / {r['precision']:.2f} / {r['recall']:.2f}" if r else "–")
+            cells.append(f"{r['fid']:.2f} / {r['precision']:.2f} / {r['recall']:.2f}" if r else "–")
         L.append(f"| {name} | " + " | ".join(cells) + " |")
     L.append("")
     L.append("| tuned | NFE | chosen | held-out error tuned / start | CPU seconds |")
     L.append("|---|---|---|---|---|")
-    for t in tuning:
+    for t in res["tuning"]:
         L.append(f"| {t['sampler']} | {t['nfe']} | {t['chosen']} | {t['heldout_tuned']:.4f} / "
                  f"{t['heldout_start']:.4f} | {t['cpu_seconds']:.1f} |")  # fmt: skip
     out.with_suffix(".md").write_text("\n".join(L) + "\n")
@@ -574,7 +626,8 @@ def main(argv=None):
     if args.digits:
         torch.set_num_threads(1)
         nfes = tuple(int(b) for b in args.nfe.split(","))
-        digits(args.digits, nfes, args.digits_num, load_k_diffusion(), RESULTS / "samplers_digits", args.teachers)
+        kd, df = load_k_diffusion(), load_diffusers()
+        digits(args.digits, nfes, args.digits_num, kd, df, RESULTS / "samplers_digits", args.teachers)
         return
     if args.report_only:
         results = json.loads(out.with_suffix(".json").read_text())
