@@ -88,3 +88,28 @@ def test_cfg_budget_counts_both_branches(tmp_path):
         assert stream.nfe <= calls and stream.plan.steps <= calls
         assert float(stream.extra.get("network_nfe", stream.nfe)) <= 10.0
         assert torch.isfinite(xs).all()
+
+
+def test_nfe_on_a_run_tunes_once_and_keeps_the_schedule(tmp_path, capsys):
+    """`sample --run RUN --nfe N` with nothing tuned for N: tunes a schedule, keeps it in RUN/schedules/, records
+    it in the .npz plan; the next call reuses the file untouched; `--no-tune` takes the built-in rule."""
+    run = tmp_path / "run"
+    assert main(["train", "--data", "moons", "--steps", "30", "--batch-size", "64", "--out", str(run),
+                 "--no-progress"]) == 0  # fmt: skip
+    args = ["sample", "--run", str(run), "--nfe", "4", "--num", "64", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a.npz")]) == 0
+    files = list((run / "schedules").glob("*-nfe4.json"))
+    assert len(files) == 1
+    sched = json.loads(files[0].read_text())
+    assert sched["nfe"] == 4 and sched["provenance"]["settings"]["tuned_by"] == "sample --nfe"
+    with np.load(tmp_path / "a.npz") as z:
+        plan = json.loads(str(z["nfe_plan"]))
+        assert plan["schedule"] == str(files[0]) and float(z["nfe"]) <= 4
+    stamp = files[0].stat().st_mtime_ns
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "b.npz")]) == 0
+    assert "tuned a" not in capsys.readouterr().out and files[0].stat().st_mtime_ns == stamp
+    assert main([*args[:4], "6", *args[5:], "--no-tune", "--out", str(tmp_path / "c.npz")]) == 0
+    assert not list((run / "schedules").glob("*-nfe6.json"))
+    with np.load(tmp_path / "c.npz") as z:
+        assert json.loads(str(z["nfe_plan"]))["schedule"] == "logsnr"

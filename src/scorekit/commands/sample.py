@@ -4,6 +4,7 @@ optionally through Denoising MCMC and/or classifier guidance."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 
@@ -49,7 +50,13 @@ def add_arguments(p):
         type=int,
         default=None,
         help="denoiser evaluations per sample instead of --sampler/--steps: scorekit picks the solver and σ steps "
-        "(a tuned schedule in RUN/schedules/ if one fits, else its built-in rule) and never spends more",
+        "(a tuned schedule in RUN/schedules/; with --run and none there yet, it tunes one first and keeps it) and "
+        "never spends more",
+    )
+    p.add_argument(
+        "--no-tune",
+        action="store_true",
+        help="with --nfe: take the built-in rule instead of tuning a schedule for the run on first use",
     )
     p.add_argument(
         "--num",
@@ -128,6 +135,42 @@ def save_preview(
         raise ValueError("--grid needs image data or 2-D vector data")
 
 
+def _tune_on_first_use(args, den, shape) -> None:
+    """`--nfe N --run RUN` with no schedule tuned for N in RUN/schedules/: tune one (samplers.tuning.tune_for_budget,
+    16 teacher trajectories and 16 held out) and keep it there, so this and every later `--nfe N` uses it."""
+    import time
+
+    from ..distributed import rank_world
+    from ..samplers.budget import find_tuned_schedule
+    from ..samplers.tuning import run_fingerprint, save_schedule, tune_for_budget
+
+    if args.nfe is None or args.run is None or args.no_tune or find_tuned_schedule(args.run, args.nfe, args.sampler):
+        return
+    if rank_world()[1] > 1:  # every rank must plan alike: tune once with `scorekit tune-schedule` first
+        print(f"--nfe {args.nfe}: no tuned schedule in {args.run}/schedules/ (not tuned under torchrun)")
+        return
+    from ..provenance import attach_to_json, provenance
+
+    t = time.perf_counter()
+    result = tune_for_budget(den, args.nfe, shape=shape, process=den.process, sampler=args.sampler,
+                             seed=0, model=run_fingerprint(args.run))  # fmt: skip
+    out = Path(args.run) / "schedules" / f"{result['sampler']}-nfe{args.nfe}.json"
+    record = provenance(model=args.run, sampler=result["sampler"], options=result.get("options", {}), nfe=args.nfe,
+                        teachers=16, seed=0, tuned_by="sample --nfe")  # fmt: skip
+    record["wall_s"] = round(time.perf_counter() - t, 3)
+    try:
+        save_schedule(out, attach_to_json(result, record))
+    except OSError as e:  # a read-only run folder: sample with the rule, say so
+        print(f"--nfe {args.nfe}: could not keep the tuned schedule ({e.strerror}); using the built-in rule")
+        return
+    e = result["endpoint_error"]
+    print(
+        f"--nfe {args.nfe}: tuned a {result['sampler']} schedule for this run in {time.perf_counter() - t:.0f} s "
+        f"({result['chosen']}; held-out endpoint error {e['heldout_tuned']:.3g} vs {e['heldout_start']:.3g} for "
+        f"the built-in rule) → {out} (--no-tune skips this)"
+    )
+
+
 def _check_budget_flags(args) -> None:
     if args.nfe is None:
         preset = getattr(args, "dlg_preset", None) and args.dmcmc == "dlg"  # the preset has its own steps
@@ -196,6 +239,8 @@ def run(args) -> int:
     if labels is None and den.labels_required:  # a label per sample: random classes from the seed
         labels = torch.randint(0, den.num_classes, (args.num,), generator=torch.Generator().manual_seed(args.seed))
     dlg, estimator = dlg_from_args(args, den, proc, gmm=gmm, device=device, shape=shape)
+    if dlg is None and getattr(args, "guidance", "none") in (None, "none"):
+        _tune_on_first_use(args, den, shape)
     sampler, steps = _sampler_and_steps(args, dlg)
     plan = getattr(args, "dlg_plan", None)
     if plan is not None and is_main_process():

@@ -63,9 +63,8 @@ def run(args) -> int:
     from ..outputs import check_output_file
     from ..processes import get_process
     from ..provenance import attach_to_json, provenance
-    from ..samplers import get_sampler, get_sigmas
-    from ..samplers.budget import plan_for_budget
-    from ..samplers.tuning import gmm_fingerprint, run_fingerprint, save_schedule, tune_schedule
+    from ..samplers import get_sigmas
+    from ..samplers.tuning import gmm_fingerprint, run_fingerprint, save_schedule, tune_for_budget
 
     if args.nfe < 1:
         raise ValueError(f"--nfe must be >= 1, got {args.nfe}")
@@ -94,30 +93,24 @@ def run(args) -> int:
     if args.out is None and args.run is None:
         raise ValueError("--out is required with --model")
     smin, smax = float(proc.sigma_min), float(proc.sigma_max)
-    plan = plan_for_budget(args.nfe, sigma_min=smin, sigma_max=smax)
-    sampler = args.sampler or plan.sampler
-    options = _parse_options(args.option) if args.option else (plan.options if sampler == plan.sampler else {})
-    get_sampler(sampler).check_options(options)
+    start = None
     if args.start is not None:
         start = get_sigmas(args.start, args.nfe, process=proc, sigma_min=smin, sigma_max=smax)
-    else:
-        start = plan.sigmas_tensor(sigma_min=smin, sigma_max=smax, process=proc)
-    with torch.no_grad():  # not torch.set_grad_enabled(False): that would leak into the caller
-        result = tune_schedule(
-            den,
-            sampler,
-            args.nfe,
-            shape=shape,
-            start=start,
-            options=options,
-            sigma_min=smin,
-            sigma_max=smax,
-            teachers=args.teachers,
-            seed=args.seed,
-            grid_size=args.grid,
-            model=model,
-            dtype=torch.float64 if args.model else torch.float32,
-        )
+    result = tune_for_budget(
+        den,
+        args.nfe,
+        shape=shape,
+        process=proc,
+        sampler=args.sampler,
+        options=_parse_options(args.option) if args.option else None,
+        start=start,
+        teachers=args.teachers,
+        grid_size=args.grid,
+        seed=args.seed,
+        model=model,
+        dtype=torch.float64 if args.model else torch.float32,
+    )
+    sampler, options = result["sampler"], result.get("options", {})
     out = Path(args.out) if args.out else Path(args.run) / "schedules" / f"{sampler}-nfe{args.nfe}.json"
     record = provenance(
         model=args.run or args.model, sampler=sampler, options=options, nfe=args.nfe, start=args.start,

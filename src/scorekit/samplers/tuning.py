@@ -36,6 +36,7 @@ from .unipc import unipc_correct, unipc_predict
 __all__ = [
     "FORMAT",
     "tune_schedule",
+    "tune_for_budget",
     "local_step",
     "save_schedule",
     "load_schedule",
@@ -302,6 +303,40 @@ def tune_schedule(
         "seed": int(seed),
         "endpoint_error": {"tuning": scores, "heldout_start": hold_start, "heldout_tuned": hold_tuned},
     }
+
+
+def tune_for_budget(
+    denoiser,
+    nfe: int,
+    *,
+    shape,
+    process=None,
+    sampler: str | None = None,
+    options: dict | None = None,
+    start=None,
+    teachers: int = 16,
+    grid_size: int = 40,
+    seed: int = 0,
+    model: dict | None = None,
+    dtype=torch.float32,
+) -> dict:
+    """`tune_schedule` for a budget of `nfe` evaluations, starting from what `plan_for_budget` would do without a
+    tuned schedule (its solver, options and σ steps on the σ range of `process`, else of the denoiser); `sampler`,
+    `options` and `start` ([nfe + 1] σ's) override that start. Returns the schedule-file dict."""
+    from . import get_sampler
+    from .budget import plan_for_budget
+
+    src = process if process is not None else denoiser
+    smin, smax = float(src.sigma_min), float(src.sigma_max)
+    plan = plan_for_budget(int(nfe), sigma_min=smin, sigma_max=smax)
+    name = sampler or plan.sampler
+    opts = dict(options) if options is not None else (plan.options if name == plan.sampler else {})
+    get_sampler(name).check_options(opts)
+    begin = plan.sigmas_tensor(sigma_min=smin, sigma_max=smax, process=process) if start is None else start
+    with torch.no_grad():  # not torch.set_grad_enabled(False): that would leak into the caller
+        return tune_schedule(denoiser, name, int(nfe), shape=shape, start=begin, options=opts, sigma_min=smin,
+                             sigma_max=smax, teachers=teachers, seed=seed, grid_size=grid_size, model=model,
+                             dtype=dtype)  # fmt: skip
 
 
 # --- files and fingerprints ------------------------------------------------------------------------------------------
