@@ -155,6 +155,7 @@ def main(argv=None):
     ap.add_argument("--only", default=None, help="comma-separated subset of: gmm 2-D, gmm 16-D, " + ", ".join(TOYS))
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=JSON", help="override (experiments)")
     ap.add_argument("--quickstart", action="store_true", help="also re-measure the digits quickstart")
+    ap.add_argument("--quickstart-run", default=None, help="measure this quickstart's OUT/run instead of training")
     ap.add_argument("--no-vectors", action="store_true")
     ap.add_argument("--out", default=str(OUT / "default_training"), help="output stem (default results/...)")
     args = ap.parse_args(argv)
@@ -180,7 +181,7 @@ def main(argv=None):
                 )
                 rows.append(r)
         if args.quickstart:
-            qs = measure_quickstart(work / "qs")
+            qs = measure_quickstart(work / "qs", Path(args.quickstart_run) if args.quickstart_run else None)
     stem = Path(args.out)
     stem.parent.mkdir(parents=True, exist_ok=True)
     if rows:
@@ -218,65 +219,89 @@ def main(argv=None):
     print("\n".join(lines))
 
 
-def measure_quickstart(work: Path) -> dict:
-    from scorekit.commands.quickstart import quickstart_config
+def measure_quickstart(work: Path, run: Path | None = None) -> dict:
+    """Train the quickstart's model (or take an existing quickstart `run`), then compare 1000 samples of the ODE
+    (Heun 18 steps) and of the quickstart's grid sampler with the held-out real digits."""
+    from scorekit.commands.quickstart import GRID_SAMPLER, GRID_STEPS, quickstart_config
     from scorekit.metrics.features import DigitsExtractor
     from scorekit.metrics.fid import fid_from_features
     from scorekit.metrics.precision_recall import precision_recall
 
     cfg = quickstart_config(3000, 0)
-    w0, c0 = time.perf_counter(), _cpu_s()
-    train(cfg, work, progress=False)
-    wall, cpu = time.perf_counter() - w0, _cpu_s() - c0
-    den = load_denoiser(work)
+    if run is None:
+        w0, c0 = time.perf_counter(), _cpu_s()
+        train(cfg, work, progress=False)
+        wall, cpu = time.perf_counter() - w0, _cpu_s() - c0
+        run = work
+    else:
+        summary = json.loads((run.parent / "summary.json").read_text())
+        wall, cpu = summary["timings"]["train_score_model_s"], None
+        cfg = json.loads((run / "config.json").read_text())
+    den = load_denoiser(run)
     transform = DataTransform.from_config(cfg["data"]["transform"])
-    x = transform.to_user(generate(den, "heun", 18, 1000, batch_size=500, seed=0).samples)
-    sample_wall = time.perf_counter() - w0 - wall
     test = load_data("digits", split="test")
     real = test.transform.to_user(test.data)
     trainset = load_data("digits", split="train")
     real_train = trainset.transform.to_user(trainset.data)
     ext = DigitsExtractor()
-    fs, ls = ext.features_and_logits(x.float())
     ft, lt = ext.features_and_logits(real.float())
     fr = ext.features(real_train.float())
-    conf_s = float(torch.softmax(torch.as_tensor(ls), 1).max(1).values.mean())
     conf_r = float(torch.softmax(torch.as_tensor(lt), 1).max(1).values.mean())
-    p_s, r_s = precision_recall(fr, fs)
     p_r, r_r = precision_recall(fr, ft)
+    rows = {}
+    for name, steps in (("heun", 18), (GRID_SAMPLER, GRID_STEPS)):
+        t = time.perf_counter()
+        res = generate(den, name, steps, 1000, batch_size=500, seed=0)
+        x = transform.to_user(res.samples)
+        fs, ls = ext.features_and_logits(x.float())
+        p_s, r_s = precision_recall(fr, fs)
+        rows[f"{name} {steps} steps ({res.nfe:.0f} NFE)"] = {
+            "fid_vs_test": float(fid_from_features(fs, ft)),
+            "precision": float(p_s),
+            "recall": float(r_s),
+            "confidence": float(torch.softmax(torch.as_tensor(ls), 1).max(1).values.mean()),
+            "sample_wall_s": time.perf_counter() - t,
+        }
     return {
+        "run": str(run),
         "train_wall_s": wall,
         "train_cpu_s": cpu,
-        "sample_wall_s": sample_wall,
-        "fid_vs_test": float(fid_from_features(fs, ft)),
         "fid_train_vs_test": float(fid_from_features(fr, ft)),
-        "samples": {"precision": float(p_s), "recall": float(r_s), "confidence": conf_s},
+        "samplers": rows,
         "real_test": {"precision": float(p_r), "recall": float(r_r), "confidence": conf_r},
         "num_samples": 1000,
         "num_test": len(real),
         "network": cfg["network"],
-        "training": {k: cfg["training"][k] for k in ("steps", "batch_size", "lr", "warmup", "ema_sigma_rel")},
+        "training": {k: cfg["training"].get(k) for k in ("steps", "batch_size", "lr", "warmup", "ema_sigma_rel")},
         "objective": cfg["objective"],
     }
 
 
 def quickstart_lines(q: dict) -> list[str]:
-    s, r = q["samples"], q["real_test"]
-    return [
+    r = q["real_test"]
+    cpu = f" / {q['train_cpu_s']:.0f} CPU s" if q.get("train_cpu_s") else ""
+    L = [
         "## Digits quickstart (`quickstart_config`, 3000 steps)",
         "",
-        f"Training {q['train_wall_s']:.0f} s wall / {q['train_cpu_s']:.0f} CPU s; 1000 Heun-18 samples "
-        f"{q['sample_wall_s']:.0f} s. Precision/recall (k = 3 neighbourhoods of the training digits' features) and "
-        "mean max-probability of the pinned digits classifier, for samples and for the held-out real digits "
-        f"({q['num_test']}). Targets: |samples − real| ≤ 0.05 for precision and confidence.",
+        f"Model: `{q['run']}`; training {q['train_wall_s']:.0f} s wall{cpu}. 1000 samples per sampler (seed 0). "
+        "Precision/recall (k = 3 neighbourhoods of the training digits' features) and mean max-probability of the "
+        f"pinned digits classifier, for samples and for the held-out real digits ({q['num_test']}). Targets: "
+        "|samples − real| ≤ 0.05 for precision and confidence.",
         "",
-        "| | FID vs test | precision | recall | classifier confidence |",
-        "|---|---:|---:|---:|---:|",
-        f"| samples | {q['fid_vs_test']:.2f} | {s['precision']:.3f} | {s['recall']:.3f} | {s['confidence']:.3f} |",
+        "| samples | FID vs test | precision | recall | classifier confidence | |precision − real| | "
+        "|confidence − real| |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in q["samplers"].items():
+        L.append(f"| {name} | {s['fid_vs_test']:.2f} | {s['precision']:.3f} | {s['recall']:.3f} | "
+                 f"{s['confidence']:.3f} | {abs(s['precision'] - r['precision']):.3f} | "
+                 f"{abs(s['confidence'] - r['confidence']):.3f} |")  # fmt: skip
+    L += [
         f"| real held-out digits | {q['fid_train_vs_test']:.2f} (train vs test) | {r['precision']:.3f} | "
-        f"{r['recall']:.3f} | {r['confidence']:.3f} |",
+        f"{r['recall']:.3f} | {r['confidence']:.3f} | | |",
         "",
     ]
+    return L
 
 
 if __name__ == "__main__":

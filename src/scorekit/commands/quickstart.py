@@ -1,5 +1,5 @@
 """`scorekit quickstart`: the main job on the built-in digits — train a score model, sample, show a grid, train a
-noise-level classifier and compare plain Heun with Denoising Langevin Gibbs + Heun at equal NFE (digits FID)."""
+noise-level classifier and compare plain DPM-Solver++(2M) with Denoising Langevin Gibbs at equal cost (digits FID)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ from torch import Tensor
 
 from ..dmcmc import DLGConfig, NoiseLevelEstimator, TrainedNoiseClassifier, estimator_cost, plan_dlg, sample_dlg
 from ..dmcmc.noise_training import train_noise_classifier_run
+
+# The grid's sampler: the reverse SDE (Euler–Maruyama, 100 steps). On the quickstart's 3000-step model its samples
+# are closer to real digits than the probability-flow ODE's (its noise corrects the score's errors, as in Karras et
+# al. 2022 §4): precision 0.875 vs Heun-18's 0.792 against real held-out digits' 0.903 (default_training.md).
+GRID_SAMPLER, GRID_STEPS = "euler_maruyama", 100
 
 NAME = "quickstart"
 HELP = (
@@ -83,15 +88,16 @@ def _run(args) -> int:
     t1 = time.perf_counter()
     den = load_denoiser(run_dir, device=device)
     transform = DataTransform.from_config(json.loads((run_dir / "config.json").read_text())["data"]["transform"])
-    res = generate(den, "heun", 18, 100, batch_size=100, seed=args.seed, device=device)
-    grid = out / "samples_heun.png"
+    res = generate(den, GRID_SAMPLER, GRID_STEPS, 100, batch_size=100, seed=args.seed, device=device)
+    grid = out / "samples.png"
     save_image_grid(grid, transform.to_user(res.samples), nrow=10)
-    _save_npz(out / "samples_heun.npz", transform.to_user(res.samples), res.nfe, run_dir, "heun", 18, args.seed)
+    _save_npz(out / "samples.npz", transform.to_user(res.samples), res.nfe, run_dir, GRID_SAMPLER, GRID_STEPS,
+              args.seed)  # fmt: skip
     timings["sample_grid_s"] = time.perf_counter() - t1
-    print(f"[2/4] 100 samples with heun (18 steps, {res.nfe:.0f} NFE) → {grid}")
+    print(f"[2/4] 100 samples with {GRID_SAMPLER} ({GRID_STEPS} steps, {res.nfe:.0f} NFE) → {grid}")
 
     # 3 + 4. noise classifier and plain dpmpp_2m vs DLG at equal cost
-    summary = {"run": str(run_dir), "grid": str(grid), "heun_nfe": res.nfe}
+    summary = {"run": str(run_dir), "grid": str(grid), "grid_sampler": GRID_SAMPLER, "grid_nfe": res.nfe}
     if True:
         t2 = time.perf_counter()
         data = load_data("digits")
