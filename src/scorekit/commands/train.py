@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import add_ema_arguments
+
 NAME = "train"
 HELP = "train a score model (denoising score matching / DDPM ε-loss / EDM) on DATA into a run directory"
 
@@ -38,18 +40,7 @@ def add_arguments(p):
     )
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 500)")
     p.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (0 = never)")
-    p.add_argument(
-        "--ema-sigma-rel",
-        type=float,
-        default=None,
-        help="relative width of the power-function EMA in ema.safetensors (default 0.10; suits any run length)",
-    )
-    p.add_argument(
-        "--ema-snapshot-every",
-        type=int,
-        default=None,
-        help="steps between EMA snapshots in RUN/ema_snapshots/ for `scorekit ema` (default steps // 32; 0 = off)",
-    )
+    add_ema_arguments(p)
     p.add_argument(
         "--resume",
         action="store_true",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from . import add_ema_arguments
+
 NAME = "train-classifier"
 HELP = "train a noisy classifier p(y | x_t, t) on labelled DATA noised by a process (for --guidance classifier)"
 
@@ -23,18 +25,7 @@ def add_arguments(p):
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--log-every", type=int, default=100, help="steps between log lines (default 100)")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default 500)")
-    p.add_argument(
-        "--ema-sigma-rel",
-        type=float,
-        default=None,
-        help="relative width of the power-function EMA (default 0.10, as for score models)",
-    )
-    p.add_argument(
-        "--ema-snapshot-every",
-        type=int,
-        default=None,
-        help="steps between EMA snapshots for `scorekit ema` (default steps // 32; 0 = off)",
-    )
+    add_ema_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from . import add_ema_arguments
+
 NAME = "train-noise-classifier"
 HELP = "train the noise-level classifier used by Denoising MCMC (scorekit sample --dmcmc dlg)"
 
@@ -35,18 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sigma-max", type=float, default=None, help="largest σ (default: the process's)")
     p.add_argument("--eval-num", type=int, default=2000, help="noisy held-out samples for the accuracy")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default 500)")
-    p.add_argument(
-        "--ema-sigma-rel",
-        type=float,
-        default=None,
-        help="relative width of the power-function EMA (default 0.10, as for score models)",
-    )
-    p.add_argument(
-        "--ema-snapshot-every",
-        type=int,
-        default=None,
-        help="steps between EMA snapshots for `scorekit ema` (default steps // 32; 0 = off)",
-    )
+    add_ema_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
 
