@@ -225,3 +225,25 @@ def test_panel_titles():
 
     assert panel_title("dlg+heun", 6.5, FID=9.25) == "dlg+heun · NFE 6.5 · FID 9.25"
     assert panel_title("heun", None, FID=None) == "heun"
+
+
+def test_quickstart_end_to_end_tiny(tmp_path):
+    """The whole quickstart on a tiny budget: every promised file, the grid drawn by the quickstart's grid sampler
+    (recorded in its provenance), and the comparison's two rows at equal cost (classifier counted, ≤ 10)."""
+    from scorekit.cli import main
+    from scorekit.commands.quickstart import GRID_SAMPLER, GRID_STEPS, QUICKSTART_NFE
+
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--out", str(out), "--steps", "2", "--classifier-steps", "2", "--num", "40",
+                 "--no-progress"]) == 0  # fmt: skip
+    for name in ("samples.npz", "samples.png", "heun_vs_dlg.png", "dmcmc_comparison.md", "summary.json"):
+        assert (out / name).is_file(), name
+    rec = read_provenance(out / "samples.npz")
+    assert rec["settings"]["sampler"] == GRID_SAMPLER and rec["settings"]["steps"] == GRID_STEPS
+    with np.load(out / "samples.npz") as z:
+        assert z["samples"].shape == (100, 1, 8, 8) and float(z["nfe"]) == GRID_STEPS
+    rows = json.loads((out / "dmcmc_comparison.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["dpmpp_2m", "dlg+dpmpp_2m"]
+    plain, dlg = rows
+    # the classifier's calls are paid from the same budget, so DLG's own denoiser NFE stays below it
+    assert plain["nfe"] == QUICKSTART_NFE and dlg["classifier_evals"] > 0 and 0 < dlg["nfe"] < QUICKSTART_NFE
