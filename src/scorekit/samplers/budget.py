@@ -3,8 +3,8 @@
 `plan_for_budget(N, ...)` returns a `BudgetPlan`. In order of preference:
 1. a tuned schedule file (samplers.tuning) given as `tuned_schedule_path`, or found as RUN/schedules/*.json with the
    same NFE (and sampler, when one is asked for) and, where recorded, the same run config;
-2. the built-in rule, measured on exact Gaussian mixtures (benchmarks/results/samplers.md): UniPC-3 at 3 evaluations
-   or fewer, iPNDM above, on the log-SNR spacing (`budget_sigmas`).
+2. the built-in rule (`BUDGET_RULE`): UniPC-3 at 3 evaluations or fewer, above them the solver and spacing measured
+   best across exact mixtures and two image models (benchmarks/results/budget_rule.md; `budget_sigmas`).
 Every plan costs exactly its `nfe` ≤ N evaluations per sample (one per step, no evaluation at σ = 0).
 """
 
@@ -22,13 +22,16 @@ from .schedules import get_sigmas, read_schedule_file
 
 __all__ = ["BudgetPlan", "plan_for_budget", "find_tuned_schedule", "budget_sigmas", "rule_solver", "BUDGET_RULE"]
 
-# Built-in rule (no tuned schedule): the solver by budget, on the log-SNR spacing (σ_max … σ_min log-uniform, last
-# level replaced by 0). Measured on the exact mixtures of benchmarks/samplers.py (2-D and 16-D, narrow unequal
-# components; /tmp sweep of dpmpp_2m/3m, ipndm, deis, unipc × karras, logsnr, uniform_t, raised-σ_min Karras):
-# UniPC-3 (bh1) is best at 3 evaluations, iPNDM at 4 and more.
+# Built-in rule (no tuned schedule): (up to N evaluations, solver, options, spacing); the spacing runs σ_max … σ_min
+# with its last level replaced by 0. At 3 evaluations or fewer UniPC-3 (bh1) on log-SNR steps, measured on the exact
+# mixtures (benchmarks/results/samplers.md); above, the candidate with the lowest error across three problem families
+# — exact mixtures, the digits quickstart model, the Fashion-MNIST CPU-preset model (benchmarks/budget_rule.py →
+# results/budget_rule.md; tests/test_budget_rule.py keeps the two in step).
 BUDGET_RULE = {
-    "solvers": ((3, "unipc", {"order": 3, "variant": "bh1"}), (None, "ipndm", {"max_order": 4})),
-    "schedule": "logsnr",
+    "solvers": (
+        (3, "unipc", {"order": 3, "variant": "bh1"}, "logsnr"),
+        (None, "dpmpp_2m", {}, "logsnr"),
+    ),
 }
 
 
@@ -67,18 +70,25 @@ class BudgetPlan:
 
 
 def budget_sigmas(nfe: int, sigma_min: float, sigma_max: float) -> Tensor:
-    """The built-in rule's σ list for `nfe` steps: BUDGET_RULE["schedule"] over [σ_min, σ_max] (one step: σ_max, 0)."""
+    """The built-in rule's σ list for `nfe` steps: its spacing for that budget over [σ_min, σ_max] (one step: σ_max,
+    0)."""
     if int(nfe) == 1:
         return torch.tensor([float(sigma_max), 0.0], dtype=torch.float64)
-    return get_sigmas(BUDGET_RULE["schedule"], int(nfe), sigma_min=float(sigma_min), sigma_max=float(sigma_max))
+    spacing = _rule_entry(nfe)[3]
+    return get_sigmas(spacing, int(nfe), sigma_min=float(sigma_min), sigma_max=float(sigma_max))
+
+
+def _rule_entry(nfe: int) -> tuple:
+    for entry in BUDGET_RULE["solvers"]:
+        if entry[0] is None or int(nfe) <= entry[0]:
+            return entry
+    raise AssertionError("BUDGET_RULE needs a catch-all entry")
 
 
 def rule_solver(nfe: int) -> tuple[str, dict]:
     """The built-in rule's sampler and options for `nfe` evaluations."""
-    for upto, name, opts in BUDGET_RULE["solvers"]:
-        if upto is None or int(nfe) <= upto:
-            return name, dict(opts)
-    raise AssertionError("BUDGET_RULE needs a catch-all entry")
+    _, name, opts, _ = _rule_entry(nfe)
+    return name, dict(opts)
 
 
 def _run_config_sha(run_dir) -> str | None:
@@ -175,7 +185,7 @@ def plan_for_budget(
         raise ValueError(f"sampler {name!r} does not take one evaluation per step; give a multistep solver")
     sig = budget_sigmas(nfe, sigma_min, sigma_max)
     reason = (
-        f"built-in rule for NFE {nfe}: {name} {options or ''} on the {BUDGET_RULE['schedule']} spacing "
+        f"built-in rule for NFE {nfe}: {name} {options or ''} on the {_rule_entry(nfe)[3]} spacing "
         f"{sigma_max:g} … {float(sig[-2]):.3g}, 0 (no tuned schedule found)"
     )
-    return BudgetPlan(name, nfe, BUDGET_RULE["schedule"], tuple(float(s) for s in sig), options, reason, nfe)
+    return BudgetPlan(name, nfe, _rule_entry(nfe)[3], tuple(float(s) for s in sig), options, reason, nfe)
