@@ -113,3 +113,7 @@ def test_nfe_on_a_run_tunes_once_and_keeps_the_schedule(tmp_path, capsys):
     assert not list((run / "schedules").glob("*-nfe6.json"))
     with np.load(tmp_path / "c.npz") as z:
         assert json.loads(str(z["nfe_plan"]))["schedule"] == "logsnr"
+    # --no-tune also ignores the schedule kept for this N: the rule, as its help says
+    assert main([*args, "--no-tune", "--out", str(tmp_path / "d.npz")]) == 0
+    with np.load(tmp_path / "d.npz") as z:
+        assert json.loads(str(z["nfe_plan"]))["schedule"] == "logsnr"

@@ -56,7 +56,7 @@ def add_arguments(p):
     p.add_argument(
         "--no-tune",
         action="store_true",
-        help="with --nfe: take the built-in rule instead of tuning a schedule for the run on first use",
+        help="with --nfe: take the built-in rule (neither tune a schedule for the run nor use one kept there)",
     )
     p.add_argument(
         "--num",
@@ -251,7 +251,7 @@ def run(args) -> int:
         steps,
         args.num,
         nfe=args.nfe if dlg is None else None,
-        run_dir=args.run,
+        run_dir=None if args.no_tune else args.run,  # --no-tune: the built-in rule, not a kept tuned file
         schedule=schedule,
         process=proc,
         batch_size=args.batch_size,
