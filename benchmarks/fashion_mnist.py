@@ -216,7 +216,14 @@ def phase_bpd(run: Path, work: Path, num: int, log) -> dict:
 
 def phase_report(run: Path, work: Path, log) -> dict:
     html = RESULTS / "fashion_mnist_report.html"
-    scorekit("report", "--run", str(run), "--html", str(html), log=log)
+    results = sorted(str(p) for p in work.glob("nfe*_eval.json")) + sorted(str(p) for p in work.glob("dlg*_eval.json"))
+    samples = [str(p) for p in (work / "nfe10_tuned.npz", work / "cfg_w1.npz") if p.is_file()]
+    args = ["report", "--run", str(run), "--html", str(html), "--title", "Fashion-MNIST, CPU preset"]
+    if results:
+        args += ["--results", *results]
+    if samples:
+        args += ["--samples", *samples]
+    scorekit(*args, log=log)
     shot = RESULTS / "fashion_mnist_report.png"
     chrome = shutil.which("chromium") or shutil.which("chromium-browser")
     if chrome:
