@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from .data import Dataset, load_data
-from .processes import get_process
+from .processes import fit_sigma_max, get_process
 
 __all__ = [
     "DEFAULT_TRAINING",
@@ -110,6 +110,22 @@ DEFAULT_PROCESS_SETTINGS = {
 }
 
 
+def fitted_sigma_range(process: str, x, sigma_data: float) -> dict:
+    """Settings of the VE and EDM processes fitted to data `x` (model units) of scale `sigma_data` ({} for the
+    others, whose range the β schedule or the discrete chain fixes and whose prior is N(0, I) in x-space).
+
+    σ_max = `processes.fit_sigma_max(x)`: twice the largest distance among the points and the origin (Song & Ermon
+    2020, technique 1, with room for the data's offset: the VE prior is N(0, σ_max²·I)); σ_min scales with the data
+    (the constants above are for σ_data = 0.5: VE's 0.01, EDM's 0.002). benchmarks/results/sigma_range.md measures
+    where sampling should start."""
+    if process not in DEFAULT_PROCESS_SETTINGS:
+        return {}
+    base = DEFAULT_PROCESS_SETTINGS[process]
+    smin = float(f"{base['sigma_min'] * max(float(sigma_data), 1e-3) / EDM_SIGMA_DATA:.4g}")
+    smax = float(f"{fit_sigma_max(x):.4g}")
+    return {"sigma_min": smin, "sigma_max": max(smax, 10 * smin)}
+
+
 # EDM's log-normal training σ (Karras et al. 2022, Table 1): P_mean = −1.2, P_std = 1.2 for σ_data = 0.5.
 EDM_P_MEAN, EDM_P_STD, EDM_SIGMA_DATA = -1.2, 1.2, 0.5
 
@@ -182,7 +198,6 @@ def default_config(
     if process not in DEFAULT_DENOISER:
         raise ValueError(f"unknown process {process!r} (choose from {', '.join(DEFAULT_DENOISER)})")
     data = load_data(data_spec)
-    proc = get_process(process, **DEFAULT_PROCESS_SETTINGS.get(process, {}))
     dd = DEFAULT_DENOISER[process]
     if class_conditional and data.labels is None:
         raise ValueError(f"data {data_spec!r} has no labels for a class-conditional model")
@@ -190,6 +205,7 @@ def default_config(
     if unknown:
         raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
     sigma_data = round(float(data.data.float().std()), 4)
+    proc = get_process(process, **fitted_sigma_range(process, data.data, sigma_data))
     return {
         "kind": "score_model",
         "data": _data_section(data_spec, data),

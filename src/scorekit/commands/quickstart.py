@@ -39,7 +39,6 @@ def quickstart_config(steps: int, seed: int) -> dict:
     from ..training import default_config
 
     cfg = default_config("digits", "ve", steps=steps, seed=seed, batch_size=64, lr=1e-3, warmup=200)
-    cfg["process"]["sigma_max"] = 20.0  # 8×8 digits in [-1, 1] lie within ~16 of each other
     cfg["network"].update({"model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4]})
     # EMA: the training default (power-function EMA, σ_rel 0.10); objective: the default EDM log-normal σ draw
     # with P_mean from the digits' σ_data (run_config.default_objective_options).
@@ -270,9 +269,8 @@ def compare_heun_vs_dlg(
     while spec.nfe is not None and spec.nfe(steps) < cost - 1e-9 and steps < 1000:
         steps += 1
     process = denoiser.process
-    smax = float((process or denoiser).sigma_max)
-    sigmas = Schedule(plain_schedule).table(steps, default=spec.default_schedule, process=process, sigma_max=smax)
-    x = smax * torch.randn((num, *denoiser.data_shape), generator=gen, device=device)
+    sigmas = Schedule(plain_schedule).table(steps, default=spec.default_schedule, process=process, model=denoiser)
+    x = float(sigmas[0]) * torch.randn((num, *denoiser.data_shape), generator=gen, device=device)
     plain = spec.fn(denoiser, x, sigmas.to(x.device, x.dtype), process=process, generator=gen)
     ref = reference.float().cpu()
     rows = [(sampler, steps, float(plain.nfe), 0.0, plain.x.cpu())]

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .schedules import get_sigmas, read_schedule_file
+from .schedules import default_sigma_range, get_sigmas, read_schedule_file
 
 __all__ = ["BudgetPlan", "plan_for_budget", "find_tuned_schedule", "budget_sigmas", "rule_solver", "BUDGET_RULE"]
 
@@ -158,8 +158,8 @@ def plan_for_budget(
     """The solver, options and σ steps for `nfe` denoiser evaluations per sample (never more).
 
     A tuned schedule (`tuned_schedule_path`, or one for this NFE in `run_dir`/schedules/) wins; else the built-in
-    rule (BUDGET_RULE, measured in benchmarks/results/samplers.md) on the σ range of `sigma_min`/`sigma_max`, else of
-    `process`, else of `denoiser` (its sigma_min / sigma_max), else 0.002 … 80. `sampler` restricts the choice to one
+    rule (BUDGET_RULE, measured in benchmarks/results/budget_rule.md) on the σ range of `sigma_min`/`sigma_max`, else
+    the denoiser's within the process's (`schedules.default_sigma_range`). `sampler` restricts the choice to one
     solver (it must take one evaluation per step)."""
     from . import get_sampler
 
@@ -172,11 +172,9 @@ def plan_for_budget(
         found = find_tuned_schedule(run_dir, nfe, sampler)
         if found is not None:
             return _plan_from_file(found, nfe)
-    src = process if process is not None else denoiser
-    if sigma_min is None:
-        sigma_min = float(getattr(src, "sigma_min", 0.002)) if src is not None else 0.002
-    if sigma_max is None:
-        sigma_max = float(getattr(src, "sigma_max", 80.0)) if src is not None else 80.0
+    dmin, dmax = default_sigma_range(process, denoiser)
+    sigma_min = dmin if sigma_min is None else sigma_min
+    sigma_max = dmax if sigma_max is None else sigma_max
     name, options = rule_solver(nfe)
     if sampler is not None and sampler != name:
         name, options = sampler, {}

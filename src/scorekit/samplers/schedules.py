@@ -16,6 +16,7 @@ from ..processes import Process
 
 __all__ = [
     "Schedule",
+    "default_sigma_range",
     "get_sigmas",
     "SCHEDULES",
     "karras_sigmas",
@@ -153,6 +154,21 @@ def get_sigmas(
     raise ValueError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)} or give a list)")
 
 
+def default_sigma_range(process: Process | None = None, model=None) -> tuple[float, float]:
+    """The σ range sampling uses when none is given: the model's own (`sigma_min`, `sigma_max`; a trained VE/EDM
+    run's are fitted to its data, `run_config.fitted_sigma_range`) within the process's range (a `--process` given
+    at sampling may be narrower); without a model the process's; without either 0.002 … 80."""
+    if model is not None and getattr(model, "sigma_max", None) is not None:
+        smin, smax = float(model.sigma_min), float(model.sigma_max)
+        if process is not None:
+            smin, smax = max(smin, float(process.sigma_min)), min(smax, float(process.sigma_max))
+        if smin < smax:
+            return smin, smax
+    if process is not None:
+        return float(process.sigma_min), float(process.sigma_max)
+    return 0.002, 80.0
+
+
 @dataclass(frozen=True)
 class Schedule:
     """How every sampling path builds its σ table: a spacing (a name in SCHEDULES, an explicit σ list, or None
@@ -206,16 +222,12 @@ class Schedule:
         return "log" if sp == "uniform_t" and process is None else sp
 
     def _range(self, process, model, sigma_min, sigma_max):
-        """(σ_min, σ_max): the caller's (e.g. DMCMC's per-sample start), else this schedule's, else the process's,
-        else the model's."""
+        """(σ_min, σ_max): the caller's (e.g. DMCMC's per-sample start), else this schedule's, else the model's
+        range (`default_sigma_range`)."""
+        dmin, dmax = default_sigma_range(process, model)
         smin = sigma_min if sigma_min is not None else self.sigma_min
         smax = sigma_max if sigma_max is not None else self.sigma_max
-        src = process if process is not None else model
-        if smin is None and src is not None:
-            smin = src.sigma_min
-        if smax is None and src is not None:
-            smax = src.sigma_max
-        return (0.002 if smin is None else float(smin)), (80.0 if smax is None else smax)
+        return (dmin if smin is None else float(smin)), (dmax if smax is None else smax)
 
     def groups(
         self,

@@ -31,6 +31,7 @@ from .base import bcast
 from .deis import deis_step
 from .ipndm import ipndm_step
 from .multistep import sample_dpmpp_3m
+from .schedules import default_sigma_range
 from .unipc import unipc_correct, unipc_predict
 
 __all__ = [
@@ -321,13 +322,12 @@ def tune_for_budget(
     dtype=torch.float32,
 ) -> dict:
     """`tune_schedule` for a budget of `nfe` evaluations, starting from what `plan_for_budget` would do without a
-    tuned schedule (its solver, options and σ steps on the σ range of `process`, else of the denoiser); `sampler`,
+    tuned schedule (its solver, options and σ steps on the denoiser's σ range within the process's); `sampler`,
     `options` and `start` ([nfe + 1] σ's) override that start. Returns the schedule-file dict."""
     from . import get_sampler
     from .budget import plan_for_budget
 
-    src = process if process is not None else denoiser
-    smin, smax = float(src.sigma_min), float(src.sigma_max)
+    smin, smax = default_sigma_range(process, denoiser)
     plan = plan_for_budget(int(nfe), sigma_min=smin, sigma_max=smax)
     name = sampler or plan.sampler
     opts = dict(options) if options is not None else (plan.options if name == plan.sampler else {})
