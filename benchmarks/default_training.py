@@ -227,7 +227,11 @@ def measure_quickstart(work: Path, run: Path | None = None) -> dict:
     from scorekit.metrics.fid import fid_from_features
     from scorekit.metrics.precision_recall import precision_recall
 
-    cfg = quickstart_config(3000, 0)
+    from scorekit.commands.quickstart import add_arguments  # the quickstart's own default step count
+
+    ap = argparse.ArgumentParser()
+    add_arguments(ap)
+    cfg = quickstart_config(ap.parse_args([]).steps, 0)
     if run is None:
         w0, c0 = time.perf_counter(), _cpu_s()
         train(cfg, work, progress=False)
@@ -281,7 +285,7 @@ def quickstart_lines(q: dict) -> list[str]:
     r = q["real_test"]
     cpu = f" / {q['train_cpu_s']:.0f} CPU s" if q.get("train_cpu_s") else ""
     L = [
-        "## Digits quickstart (`quickstart_config`, 3000 steps)",
+        f"## Digits quickstart (`quickstart_config`, {q['training']['steps']} steps)",
         "",
         f"Model: `{q['run']}`; training {q['train_wall_s']:.0f} s wall{cpu}. 1000 samples per sampler (seed 0). "
         "Precision/recall (k = 3 neighbourhoods of the training digits' features) and mean max-probability of the "

@@ -135,7 +135,8 @@ def _ema_decay(step: int, tr: dict) -> float:
 
 def _optimizer(params, tr: dict) -> torch.optim.Optimizer:
     cls = torch.optim.Adam if tr["optimizer"] == "adam" else torch.optim.AdamW
-    return cls(params, lr=tr["lr"], betas=tuple(tr["betas"]), weight_decay=tr["weight_decay"])
+    # foreach: one fused update over all tensors (the default on CUDA; on a CPU it saves ~5 ms a step on small nets)
+    return cls(params, lr=tr["lr"], betas=tuple(tr["betas"]), weight_decay=tr["weight_decay"], foreach=True)
 
 
 @torch.no_grad()
