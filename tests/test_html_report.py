@@ -114,3 +114,20 @@ def test_html_report_renders_in_chromium(tmp_path):
     assert px.shape[0] >= 1000 and px.std() > 0.05  # not blank
     colour = (px.max(-1) - px.min(-1)) > 0.2  # the page's text is grey; colour comes from the plots
     assert colour.mean() > 0.002
+
+
+def test_quality_vs_nfe_curves_keep_dlg_and_budget_choices_apart():
+    from scorekit.metrics.html_report import _series
+
+    def rec(settings, plan=None, label="x"):
+        sp = {"settings": settings, **({"nfe_plan": plan} if plan else {})}
+        return {"_label": label, "provenance": {"samples_provenance": sp}}
+
+    plain = rec({"sampler": "dpmpp_2m"})
+    dlg = rec({"sampler": "dpmpp_2m", "dmcmc": {"method": "dlg"}})
+    tuned = rec({"sampler": "dpmpp_2m"}, {"reason": "tuned schedule RUN/schedules/dpmpp_2m-nfe10.json"})
+    rule = rec({"sampler": "dpmpp_2m"}, {"reason": "built-in rule for NFE 10: dpmpp_2m"})
+    names = [_series(r) for r in (plain, dlg, tuned, rule)]
+    assert names == ["dpmpp_2m", "dlg+dpmpp_2m", "dpmpp_2m (--nfe tuned)", "dpmpp_2m (--nfe rule)"]
+    assert _series(rec({"sampler": "dlg+dpmpp_2m", "dmcmc": {}})) == "dlg+dpmpp_2m"  # the quickstart's own name
+    assert _series({"_label": "heun_16"}) == "heun"

@@ -118,10 +118,17 @@ def _nfe_plot(records: list[dict]) -> tuple[str, bytes] | None:
         return None
     groups: dict[str, list[tuple[float, float, float]]] = {}
     floors = []
+    # FID and friends depend on the sample count: results with a count other than the most common one get their
+    # own curve ("… N=10000") instead of joining a curve of smaller samples
+    counts = [int(r["num_samples"]) for r in records if _num(r.get("num_samples"))]
+    usual = max(set(counts), key=counts.count) if counts else None
     for r in records:
         if _num(r.get(metric)) and _num(r.get("nfe")):
             std = float(r[f"{metric}_std"]) if _num(r.get(f"{metric}_std")) else 0.0
-            groups.setdefault(_series(r), []).append((float(r["nfe"]), float(r[metric]), std))
+            name = _series(r)
+            if _num(r.get("num_samples")) and int(r["num_samples"]) != usual:
+                name += f" N={int(r['num_samples'])}"
+            groups.setdefault(name, []).append((float(r["nfe"]), float(r[metric]), std))
         if _num(r.get(f"{metric}_floor")):
             floors.append(float(r[f"{metric}_floor"]))
     fig = _figure(6.0, 4.0)
@@ -152,13 +159,23 @@ def _nfe_plot(records: list[dict]) -> tuple[str, bytes] | None:
 
 
 def _series(r: dict) -> str:
-    """Which curve a result belongs to: its sampler (from the record or the provenance of its samples), else its
-    label without a trailing step count ("heun_16" → "heun")."""
+    """Which curve a result belongs to: its sampler (from the record or the provenance of its samples), prefixed by
+    "dlg+" for Denoising MCMC and marked "--nfe tuned" / "--nfe rule" for budget choices, so that DLG and tuned
+    schedules do not join the plain sampler's curve; else its label without a trailing step count ("heun_16" →
+    "heun")."""
     prov = r.get("provenance") if isinstance(r.get("provenance"), dict) else {}
     src = prov.get("samples_provenance") if isinstance(prov.get("samples_provenance"), dict) else {}
     settings = src.get("settings") if isinstance(src.get("settings"), dict) else {}
     name = r.get("sampler") or settings.get("sampler")
-    return str(name) if name else (re.sub(r"[_\-\s]*\d+$", "", str(r["_label"])) or str(r["_label"]))
+    if not name:
+        return re.sub(r"[_\-\s]*\d+$", "", str(r["_label"])) or str(r["_label"])
+    name = str(name)
+    if isinstance(settings.get("dmcmc"), dict) and not name.startswith("dlg"):
+        name = f"dlg+{name}"
+    plan = src.get("nfe_plan")
+    if isinstance(plan, dict):
+        name += " (--nfe tuned)" if str(plan.get("reason", "")).startswith("tuned") else " (--nfe rule)"
+    return name
 
 
 def _per_class_plot(records: list[dict]) -> bytes | None:
