@@ -298,7 +298,7 @@ def test_resume_flags_that_conflict_with_the_run_are_refused_in_one_line(tmp_pat
     capsys.readouterr()
     for flag, value, old in [
         ("--data", "rings", "moons"),
-        ("--lr", "0.001", "0.0002"),
+        ("--lr", "0.005", "0.001"),
         ("--process", "ve", "vp"),
         ("--batch-size", "64", "32"),
     ]:

@@ -105,3 +105,19 @@ def test_default_networks_are_sized_for_the_data_and_the_device():
         kind, shape, num_classes = "vector", (300,), 0
 
     assert default_network(Wide())["hidden"] == 640
+
+
+def test_vector_data_default_to_a_longer_faster_run_with_fourier_input_features():
+    """The toy/mixture defaults measured crisp in benchmarks/results/default_training.md: 8000 steps at lr 1e-3 and an
+    MLP with 64 Fourier features of its input; images keep the general defaults; explicit flags still win."""
+    from scorekit.models import build_network
+    from scorekit.run_config import VECTOR_TRAINING
+
+    vec = default_config("rings")
+    assert vec["network"]["input_fourier"] == 64 and vec["network"]["input_fourier_scale"] == 1.0
+    assert {k: vec["training"][k] for k in VECTOR_TRAINING} == VECTOR_TRAINING == {"steps": 8000, "lr": 1e-3}
+    assert build_network(vec["network"]).to_config()["input_fourier"] == 64  # the features are built and recorded
+    img = default_config("digits")
+    assert img["training"]["steps"] == DEFAULT_TRAINING["steps"] and img["training"]["lr"] == DEFAULT_TRAINING["lr"]
+    assert default_config("rings", steps=10, lr=5e-4)["training"]["steps"] == 10
+    assert default_config("rings", steps=10, lr=5e-4)["training"]["lr"] == 5e-4

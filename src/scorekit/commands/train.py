@@ -18,9 +18,9 @@ def add_arguments(p):
         help="(required unless --resume) digits | moons | swissroll | rings | checkerboard | gmm:SPEC.json | PATH",
     )
     p.add_argument("--process", default=None, choices=["ve", "vp", "subvp", "ddpm", "edm"], help="default: vp")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default 2000)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default 2000; 8000 for vector data)")
     p.add_argument("--batch-size", type=int, default=None, help="per-process batch size (default 128)")
-    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 2e-4)")
+    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 2e-4; 1e-3 for vector data)")
     p.add_argument(
         "--objective",
         default=None,
