@@ -121,3 +121,36 @@ def test_vector_data_default_to_a_longer_faster_run_with_fourier_input_features(
     assert img["training"]["steps"] == DEFAULT_TRAINING["steps"] and img["training"]["lr"] == DEFAULT_TRAINING["lr"]
     assert default_config("rings", steps=10, lr=5e-4)["training"]["steps"] == 10
     assert default_config("rings", steps=10, lr=5e-4)["training"]["lr"] == 5e-4
+
+
+def test_every_default_but_the_run_length_samples_a_mixture_near_the_floor(tmp_path):
+    """The issue's bar (sliced W2 of Heun-40 samples within 1.3× of the two-sample floor) on the 8-mode 2-D mixture
+    of benchmarks/default_training.py, with every default except the run length: 2000 steps instead of the vector
+    default 8000, to fit the suite (the full default run: 0.98× in default_training.md; 2000 steps measured 1.18×)."""
+    import torch
+
+    from scorekit.analytic import GaussianMixture
+    from scorekit.checkpoint import load_denoiser
+    from scorekit.data import DataTransform
+    from scorekit.metrics import sliced_wasserstein
+    from scorekit.sampling import generate
+    from scorekit.training import train
+
+    k = 8
+    means = [[4 * math.cos(2 * math.pi * i / k), 4 * math.sin(2 * math.pi * i / k)] for i in range(k)]
+    gmm = GaussianMixture([1 / k] * k, means, [[0.03, 0.03]] * k)
+    spec = tmp_path / "gmm.json"
+    spec.write_text(json.dumps(gmm.to_spec()))
+    cfg = default_config(f"gmm:{spec}", steps=2000, checkpoint_every=0)
+    assert cfg["network"]["input_fourier"] == 64 and cfg["training"]["lr"] == 1e-3  # the vector defaults are in
+    train(cfg, tmp_path / "run", progress=False)
+    transform = DataTransform.from_config(cfg["data"]["transform"])
+    den = load_denoiser(tmp_path / "run")
+    x = transform.to_user(generate(den, "heun", 40, 2000, seed=0, batch_size=2000).samples).double()
+    dist, floor = [], []
+    for r in range(3):
+        ref = gmm.sample(2000, torch.Generator().manual_seed(100 + r))[0]
+        ref2 = gmm.sample(2000, torch.Generator().manual_seed(200 + r))[0]
+        dist.append(sliced_wasserstein(x, ref, generator=torch.Generator().manual_seed(r)))
+        floor.append(sliced_wasserstein(ref2, ref, generator=torch.Generator().manual_seed(r)))
+    assert sum(dist) / sum(floor) <= 1.3, (dist, floor)
