@@ -222,19 +222,12 @@ def main(argv=None):
 def measure_quickstart(work: Path, run: Path | None = None) -> dict:
     """Train the quickstart's model (or take an existing quickstart `run`), then compare 1000 samples of the ODE
     (Heun 18 steps) and of the quickstart's grid sampler with the held-out real digits."""
-    from scorekit.commands.quickstart import (
-        GRID_SAMPLER,
-        GRID_STEPS,
-        add_arguments,  # the quickstart's own default step count
-        quickstart_config,
-    )
+    from scorekit.commands.quickstart import DEFAULT_STEPS, GRID_SAMPLER, GRID_STEPS, quickstart_config
     from scorekit.metrics.features import DigitsExtractor
     from scorekit.metrics.fid import fid_from_features
     from scorekit.metrics.precision_recall import precision_recall
 
-    ap = argparse.ArgumentParser()
-    add_arguments(ap)
-    cfg = quickstart_config(ap.parse_args([]).steps, 0)
+    cfg = quickstart_config(DEFAULT_STEPS, 0)
     if run is None:
         w0, c0 = time.perf_counter(), _cpu_s()
         train(cfg, work, progress=False)

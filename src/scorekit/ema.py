@@ -124,6 +124,9 @@ class EMA:
         self.modules: dict[str, nn.Module] = {
             _key(s): copy.deepcopy(model).eval().requires_grad_(False) for s in self.sigma_rels
         }
+        # each EMA network's parameters and buffers, listed once (walking the modules every step costs more than
+        # the averaging on a small network); loading a state copies into these same tensors
+        self._tensors = {k: (list(m.parameters()), list(m.buffers())) for k, m in self.modules.items()}
 
     def module(self, sigma_rel: float | None = None) -> nn.Module:
         """The EMA network of `sigma_rel` (default: the first width)."""
@@ -144,29 +147,16 @@ class EMA:
         bufs = list(model.buffers())
         for s, g in zip(self.sigma_rels, self.gammas):
             beta = power_beta(step, g, self.step)
-            ema_params, ema_bufs = self._tensors(s)
-            # one fused lerp per dtype group instead of a Python loop over every tensor (same arithmetic)
-            same = [(pe, pm) for pe, pm in zip(ema_params, src) if pe.is_floating_point() and pe.dtype == pm.dtype]
-            if same:
-                torch._foreach_lerp_([pe for pe, _ in same], [pm for _, pm in same], 1.0 - beta)
+            ema_params, ema_bufs = self._tensors[_key(s)]
+            floats = [(pe, pm) for pe, pm in zip(ema_params, src) if pe.is_floating_point()]
+            # one fused lerp over every floating tensor instead of a Python loop (same arithmetic)
+            torch._foreach_lerp_([pe for pe, _ in floats], [pm.to(pe.dtype) for pe, pm in floats], 1.0 - beta)
             for pe, pm in zip(ema_params, src):
                 if not pe.is_floating_point():
                     pe.copy_(pm)
-                elif pe.dtype != pm.dtype:
-                    pe.lerp_(pm.to(pe.dtype), 1.0 - beta)
             for be, bm in zip(ema_bufs, bufs):
                 be.copy_(bm)
         self.step = step
-
-    def _tensors(self, sigma_rel: float) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The EMA network's parameters and buffers as lists, collected once (walking the modules every step
-        costs more than the averaging on a small network)."""
-        cache = self.__dict__.setdefault("_tensor_cache", {})
-        k = _key(sigma_rel)
-        if k not in cache:
-            m = self.modules[k]
-            cache[k] = (list(m.parameters()), list(m.buffers()))
-        return cache[k]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """{"step", "sigma_rels", "ema.<σ_rel>.<name>" …}: every tensor needed for a bit-identical resume."""

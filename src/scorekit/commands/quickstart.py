@@ -19,6 +19,7 @@ from ..dmcmc.noise_training import train_noise_classifier_run
 # §4): precision 0.857 vs Heun-18's 0.765 against real held-out digits' 0.903 (quickstart_quality.md). 2500
 # training steps keep the whole job under 6 CPU-minutes on a 2-core CPU (quickstart.md).
 GRID_SAMPLER, GRID_STEPS = "euler_maruyama", 100
+DEFAULT_STEPS = 2500
 
 NAME = "quickstart"
 HELP = (
@@ -28,7 +29,9 @@ HELP = (
 
 def add_arguments(p):
     p.add_argument("--out", default="scorekit-quickstart", help="output folder (default scorekit-quickstart)")
-    p.add_argument("--steps", type=int, default=2500, help="score-model training steps (default 2500)")
+    p.add_argument(
+        "--steps", type=int, default=DEFAULT_STEPS, help=f"score-model training steps (default {DEFAULT_STEPS})"
+    )
     p.add_argument("--classifier-steps", type=int, default=1500, help="noise-classifier training steps")
     p.add_argument("--num", type=int, default=1000, help="samples per method for the comparison (default 1000)")
     p.add_argument("--seed", type=int, default=0)

@@ -175,7 +175,8 @@ def plan_for_budget(
     dmin, dmax = default_sigma_range(process, denoiser)
     sigma_min = dmin if sigma_min is None else sigma_min
     sigma_max = dmax if sigma_max is None else sigma_max
-    name, options = rule_solver(nfe)
+    _, name, options, spacing = _rule_entry(nfe)
+    options = dict(options)
     if sampler is not None and sampler != name:
         name, options = sampler, {}
     spec = get_sampler(name)
@@ -183,7 +184,7 @@ def plan_for_budget(
         raise ValueError(f"sampler {name!r} does not take one evaluation per step; give a multistep solver")
     sig = budget_sigmas(nfe, sigma_min, sigma_max)
     reason = (
-        f"built-in rule for NFE {nfe}: {name} {options or ''} on the {_rule_entry(nfe)[3]} spacing "
+        f"built-in rule for NFE {nfe}: {name} {options or ''} on the {spacing} spacing "
         f"{sigma_max:g} … {float(sig[-2]):.3g}, 0 (no tuned schedule found)"
     )
-    return BudgetPlan(name, nfe, _rule_entry(nfe)[3], tuple(float(s) for s in sig), options, reason, nfe)
+    return BudgetPlan(name, nfe, spacing, tuple(float(s) for s in sig), options, reason, nfe)
