@@ -307,3 +307,18 @@ def test_resume_flags_that_conflict_with_the_run_are_refused_in_one_line(tmp_pat
         assert err.count("\n") == 1 and flag in err and value in err and old in err, err
     assert main(["train", "--resume", "--out", str(run), "--steps", "6", "--data", "moons", "--no-progress"]) == 0
     assert "resuming from step 4 of 6" in capsys.readouterr().err
+
+
+def test_bf16_autocast_trains_on_a_cpu(tmp_path):
+    """training.amp=bf16 runs the forward pass in bf16 on a CPU too (the cpu preset's choice where the CPU computes
+    bf16 in hardware): the losses differ from float32's by bf16 rounding — not more — and stay finite."""
+    losses = {}
+    for amp in ("none", "bf16"):
+        cfg = default_config("digits", "ve", steps=4, batch_size=16, log_every=1, checkpoint_every=4, amp=amp)
+        cfg["network"].update({"model_channels": 16, "channel_mult": [1, 2], "attn_resolutions": []})
+        train(cfg, tmp_path / amp, progress=False)
+        losses[amp] = [json.loads(line)["loss"] for line in (tmp_path / amp / "log.jsonl").read_text().splitlines()]
+    a, b = torch.tensor(losses["none"]), torch.tensor(losses["bf16"])
+    assert len(a) == len(b) == 4 and torch.isfinite(b).all()
+    assert not torch.equal(a, b)  # bf16 was in effect
+    assert torch.allclose(a, b, rtol=0.05)

@@ -44,7 +44,7 @@ DEFAULT_TRAINING = {
     # steps, 0 = off.
     "ema_snapshot_every": None,
     "seed": 0,
-    "amp": "auto",  # auto: bf16 on CUDA, off on CPU; or none | bf16 | fp16
+    "amp": "auto",  # auto: bf16 on CUDA, off on CPU; or none | bf16 (CUDA or CPU) | fp16 (CUDA)
     "compile": False,
     "checkpoint_every": 500,
     "keep_checkpoints": 2,

@@ -287,8 +287,13 @@ class BatchOrder:
 
 
 def _autocast(device: torch.device, amp: str):
+    """Mixed precision for the forward pass: ``auto`` is bf16 on CUDA and off elsewhere; ``bf16`` also runs on a
+    CPU (oneDNN's bf16 kernels; a gain only where the CPU computes bf16 natively, see `cpu_has_native_bf16`);
+    ``fp16`` is CUDA-only (with a gradient scaler)."""
     if amp == "auto":
         amp = "bf16" if device.type == "cuda" else "none"
+    if amp == "bf16" and device.type == "cpu":
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16), None
     if amp == "none" or device.type != "cuda":
         return torch.autocast(device_type=device.type, enabled=False), None
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
@@ -468,7 +473,9 @@ def train(
             if steps_done == _ESTIMATE_FROM:
                 t_est = time.perf_counter()
             elif steps_done == _ESTIMATE_FROM + _ESTIMATE_STEPS and rank == 0:
-                _print_estimate((time.perf_counter() - t_est) / _ESTIMATE_STEPS, stop_at - step, stop_at, device)
+                _print_estimate(
+                    (time.perf_counter() - t_est) / _ESTIMATE_STEPS, stop_at - step, stop_at, device, tr["amp"]
+                )
             if bar is not None:
                 bar.update(1)
                 if step % 10 == 0 or step == stop_at:
@@ -512,12 +519,16 @@ _ESTIMATE_FROM, _ESTIMATE_STEPS = 2, 8  # skip the first steps (allocation, warm
 LONG_RUN_S = 60.0  # runs expected to take longer than this print their estimate
 
 
-def _print_estimate(per_step: float, remaining: int, total: int, device: torch.device) -> None:
+def _print_estimate(per_step: float, remaining: int, total: int, device: torch.device, amp: str = "none") -> None:
     """'≈ X min for N steps on this device', from a few timed steps, before a long run goes on."""
     est = per_step * remaining
     if est < LONG_RUN_S:
         return
     where = device.type if device.type != "cpu" else f"cpu, {torch.get_num_threads()} thread(s)"
+    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+        where += ", bf16 autocast"
+    elif amp == "fp16" and device.type == "cuda":
+        where += ", fp16 autocast"
     sys.stderr.write(
         f"≈ {est / 60:.1f} min for {remaining} more of {total} steps on this device ({where}; "
         f"{1 / per_step:.1f} steps/s; sampling and checkpoints extra)\n"
