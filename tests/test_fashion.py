@@ -187,13 +187,30 @@ def test_preset_class_conditional_and_errors(data_root):
 
     over = preset_config("cpu", "fashion-mnist", class_conditional=True)
     assert over["network"]["num_classes"] == 10 and over["training"]["p_uncond"] > 0
-    assert over["training"]["steps"] * CPU_SECONDS_PER_STEP <= CPU_BUDGET_S
+    tr = over["training"]
+    assert tr["steps"] * CPU_SECONDS_PER_STEP[tr["amp"]] <= CPU_BUDGET_S
     net = build_network(over["network"])
     assert net(torch.randn(2, 1, 28, 28), torch.zeros(2), torch.tensor([0, 9])).shape == (2, 1, 28, 28)
     with pytest.raises(ValueError, match="unknown preset"):
         preset_config("tpu", "fashion-mnist")
     with pytest.raises(ValueError, match="image data"):
         preset_config("cpu", "moons")
+
+
+def test_cpu_preset_takes_bf16_only_where_the_cpu_computes_it(data_root, monkeypatch):
+    """The cpu preset trains in bf16 where the CPU has bf16 arithmetic (faster per step, so more steps fit the same
+    budget) and in float32 elsewhere; either way the steps fit the budget at that precision's measured cost."""
+    from scorekit import presets
+
+    seen = {}
+    for native in (True, False):
+        monkeypatch.setattr(presets, "cpu_computes_bf16", lambda native=native: native)
+        seen[native] = presets.preset_config("cpu", "fashion-mnist")["training"]
+    assert seen[True]["amp"] == "bf16" and seen[False]["amp"] == "none"
+    assert seen[True]["steps"] > seen[False]["steps"]
+    for tr in seen.values():
+        cost = presets.CPU_SECONDS_PER_STEP[tr["amp"]] * tr["steps"]
+        assert 0.9 * presets.CPU_BUDGET_S <= cost <= presets.CPU_BUDGET_S
 
 
 def test_cli_data_fashion_mnist_and_cpu_preset_first_steps(data_root, tmp_path):
