@@ -233,7 +233,8 @@ def phase_report(run: Path, work: Path, log) -> dict:
 
 
 def training_summary(run: Path) -> dict:
-    """The run's settings and its wall time from log.jsonl (Σ interval / steps_per_s over the log lines)."""
+    """The run's settings and its wall time from log.jsonl (Σ interval / steps_per_s over the log lines; a resumed
+    run's sessions add up, their start-up time not counted)."""
     cfg = json.loads((run / "config.json").read_text())
     lines = [json.loads(s) for s in (run / "log.jsonl").read_text().splitlines() if s.strip()]
     recs = [r for r in lines if "step" in r and "loss" in r and r.get("steps_per_s")]
@@ -243,7 +244,8 @@ def training_summary(run: Path) -> dict:
                       f"{net.get('num_res_blocks')} block/level, attention at {net.get('attn_resolutions')}, "
                       f"{net.get('num_classes')} classes",
            "objective": cfg["objective"], "process": cfg["process"]["name"],
-           "p_uncond": cfg["training"].get("p_uncond")}  # fmt: skip
+           "p_uncond": cfg["training"].get("p_uncond"), "lr": cfg["training"].get("lr"),
+           "amp (forward-pass precision)": cfg["training"].get("amp")}  # fmt: skip
     wall, prev = 0.0, 0
     for r in recs:
         wall += (r["step"] - prev) / r["steps_per_s"]
