@@ -13,13 +13,8 @@ SIGMA_REL=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['tra
 export OMP_NUM_THREADS=1
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
+# shellcheck source=benchmarks/ema_score.sh
+. "$(dirname "$0")"/ema_score.sh
 for S in "$@"; do
-  D=$WORK/step_$S; mkdir -p "$D"
-  cp "$RUN"/config.json "$RUN"/model.safetensors "$RUN"/ema.safetensors "$RUN"/log.jsonl "$D"/
-  cp -r "$RUN"/ema_snapshots "$D"/
-  "$SK" ema --run "$D" --sigma-rel "$SIGMA_REL" --step "$S" --replace-ema > /dev/null
-  "$SK" sample --run "$D" --nfe "$NFE" --no-tune --num 1000 --seed 1 --out "$D"/s.npz --no-progress > /dev/null
-  # shellcheck disable=SC2086  # EVAL_ARGS is a list of flags
-  "$SK" evaluate --samples "$D"/s.npz --data "$DATA" --out "$D"/e.json --metrics fid,pr ${EVAL_ARGS:-} > /dev/null
-  python3 -c "import json,sys; d=json.load(open(sys.argv[2])); print(f'step {sys.argv[1]}: FID {d[\"fid\"]:.2f}  precision {d[\"precision\"]:.3f}  recall {d[\"recall\"]:.3f}')" "$S" "$D"/e.json
+  ema_score "$RUN" "$DATA" "$NFE" "$SIGMA_REL" "$S" "step $S"
 done

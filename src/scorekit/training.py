@@ -286,19 +286,25 @@ class BatchOrder:
         return torch.cat(out)
 
 
-def _autocast(device: torch.device, amp: str):
-    """Mixed precision for the forward pass: ``auto`` is bf16 on CUDA and off elsewhere; ``bf16`` also runs on a
-    CPU (oneDNN's bf16 kernels; a gain only where the CPU computes bf16 natively, see `cpu_has_native_bf16`);
-    ``fp16`` is CUDA-only (with a gradient scaler)."""
+def _precision(device: torch.device, amp: str) -> str:
+    """The forward pass's precision that `training.amp` gives on `device`: ``auto`` is bf16 on CUDA and float32
+    elsewhere; ``bf16`` also runs on a CPU (oneDNN's bf16 kernels; a gain only where the CPU computes bf16 in
+    hardware, see `presets.cpu_computes_bf16`); ``fp16`` is CUDA-only. Returns "bf16", "fp16" or "none"."""
     if amp == "auto":
         amp = "bf16" if device.type == "cuda" else "none"
-    if amp == "bf16" and device.type == "cpu":
-        return torch.autocast(device_type="cpu", dtype=torch.bfloat16), None
-    if amp == "none" or device.type != "cuda":
+    if amp == "bf16" and device.type in ("cuda", "cpu"):
+        return "bf16"
+    return "fp16" if amp == "fp16" and device.type == "cuda" else "none"
+
+
+def _autocast(device: torch.device, amp: str):
+    """The autocast context for `_precision(device, amp)` and, for fp16, a gradient scaler."""
+    precision = _precision(device, amp)
+    if precision == "none":
         return torch.autocast(device_type=device.type, enabled=False), None
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
-    return torch.autocast(device_type="cuda", dtype=dtype), scaler
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    return torch.autocast(device_type=device.type, dtype=dtype), scaler
 
 
 def _same_model(a: dict, b: dict) -> str | None:
@@ -525,10 +531,9 @@ def _print_estimate(per_step: float, remaining: int, total: int, device: torch.d
     if est < LONG_RUN_S:
         return
     where = device.type if device.type != "cpu" else f"cpu, {torch.get_num_threads()} thread(s)"
-    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
-        where += ", bf16 autocast"
-    elif amp == "fp16" and device.type == "cuda":
-        where += ", fp16 autocast"
+    precision = _precision(device, amp)
+    if precision != "none":
+        where += f", {precision} autocast"
     sys.stderr.write(
         f"≈ {est / 60:.1f} min for {remaining} more of {total} steps on this device ({where}; "
         f"{1 / per_step:.1f} steps/s; sampling and checkpoints extra)\n"
