@@ -322,3 +322,17 @@ def test_bf16_autocast_trains_on_a_cpu(tmp_path):
     assert len(a) == len(b) == 4 and torch.isfinite(b).all()
     assert not torch.equal(a, b)  # bf16 was in effect
     assert torch.allclose(a, b, rtol=0.05)
+
+
+def test_fp16_on_a_cpu_says_it_runs_in_float32(tmp_path, capsys):
+    """fp16 autocast is CUDA-only: a CPU run asked for it trains in float32 and says so in one line, rather than
+    silently ignoring the setting; its losses equal a float32 run's exactly."""
+    losses = {}
+    for amp in ("none", "fp16"):
+        cfg = default_config("digits", "ve", steps=3, batch_size=8, log_every=1, checkpoint_every=3, amp=amp)
+        cfg["network"].update({"model_channels": 16, "channel_mult": [1, 2], "attn_resolutions": []})
+        train(cfg, tmp_path / amp, progress=False)
+        losses[amp] = [json.loads(line)["loss"] for line in (tmp_path / amp / "log.jsonl").read_text().splitlines()]
+        err = capsys.readouterr().err
+        assert ("training.amp=fp16 runs on CUDA only; this run on cpu computes in float32" in err) == (amp == "fp16")
+    assert losses["none"] == losses["fp16"]

@@ -393,6 +393,8 @@ def train(
         out_dir.mkdir(parents=True, exist_ok=True)
         ckpt.write_config(out_dir, cfg)
     autocast, scaler = _autocast(device, tr["amp"])
+    if rank == 0 and tr["amp"] in ("bf16", "fp16") and _precision(device, tr["amp"]) == "none":
+        sys.stderr.write(f"training.amp={tr['amp']} runs on CUDA only; this run on {device.type} computes in float32\n")
 
     x_all = data.data
     y_all = data.labels
