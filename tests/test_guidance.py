@@ -343,3 +343,56 @@ def test_cli_train_classifier_and_guided_sample(gmm, tmp_path, capsys):
     capsys.readouterr()
     rc = main(["train-classifier", "--data", "moons", "--process", "vp", "--steps", "5", "--out", str(tmp_path / "m")])
     assert rc == 2 and "no class labels" in capsys.readouterr().err
+
+
+def test_guidance_interval_guides_only_inside_and_counts_what_it_runs(gmm):
+    """With interval (lo, hi), D equals the guided D where lo < σ <= hi and the plain conditional D elsewhere,
+    sample by sample; outside it only the conditional branch runs, and `network_evals` counts exactly that."""
+    D = gmm.denoiser()
+    x = 3.0 * torch.randn(40, 2, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    sigma = torch.logspace(-1.5, 1, 40, dtype=torch.float64)
+    y = torch.arange(40) % 2
+    full, plain = ClassifierFreeGuidedDenoiser(D, 2.0)(x, sigma, y), D(x, sigma, y)
+    assert (full - plain).abs().amax() > 0.1  # guidance moves D here, so the comparison below can fail
+    lo, hi = 0.3, 2.0
+    inside = (sigma > lo) & (sigma <= hi)
+    assert 0 < int(inside.sum()) < 40
+    part = ClassifierFreeGuidedDenoiser(D, 2.0, interval=(lo, hi))
+    out = part(x, sigma, y)
+    assert torch.allclose(out[inside], full[inside], atol=1e-12)
+    assert torch.allclose(out[~inside], plain[~inside], atol=1e-12)
+    assert part.network_evals == 40 + int(inside.sum())
+    everywhere = ClassifierFreeGuidedDenoiser(D, 2.0, interval=(0.0, float("inf")))
+    assert torch.allclose(everywhere(x, sigma, y), full, atol=1e-12) and everywhere.network_evals == 80
+    nowhere = ClassifierFreeGuidedDenoiser(D, 2.0, interval=(100.0, 200.0))
+    assert torch.allclose(nowhere(x, sigma, y), plain, atol=1e-12) and nowhere.network_evals == 40
+    for bad in ((1.0, 1.0), (2.0, 1.0), (-1.0, 1.0)):
+        with pytest.raises(ValueError, match="interval"):
+            ClassifierFreeGuidedDenoiser(D, 2.0, interval=bad)
+
+
+def test_cli_guidance_interval_records_the_network_evaluations_it_ran(tmp_path, capsys):
+    """`sample --guidance cfg --guidance-interval LO,HI`: the .npz's network_nfe is the evaluations actually run —
+    one per step outside the interval, two inside — and the setting is in the provenance; bad intervals exit 2."""
+    from scorekit.cli import main
+
+    spec = tmp_path / "mix.json"
+    spec.write_text(json.dumps(SPEC))
+    base = ["sample", "--model", f"gmm:{spec}", "--process", "vp", "--sampler", "pf_euler", "--steps", "12",
+            "--num", "8", "--guidance", "cfg", "--class", "1", "--cfg-weight", "2", "--no-progress"]  # fmt: skip
+    lo, hi = 0.5, 5.0
+    out = tmp_path / "s.npz"
+    assert main([*base, "--out", str(out), "--guidance-interval", f"{lo},{hi}"]) == 0
+    z = np.load(out, allow_pickle=False)
+    net = float(z["network_nfe"])
+    assert float(z["nfe"]) == 12 and 12 < net < 24 and net == int(net)  # the same σ steps for every sample
+    assert json.loads(str(z["provenance"]))["settings"]["guidance"]["guidance_interval"] == f"{lo},{hi}"
+    assert "1 outside" in capsys.readouterr().out
+    full = tmp_path / "f.npz"
+    assert main([*base, "--out", str(full)]) == 0
+    assert float(np.load(full)["network_nfe"]) == 24
+    capsys.readouterr()
+    for bad, msg in ((["--guidance-interval", "3,1"], "0 <= LO < HI"), (["--guidance-interval", "x"], "LO,HI")):
+        assert main([*base, "--out", str(tmp_path / "b.npz"), *bad]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -315,26 +315,31 @@ def sample_stream(
         labels = None if class_labels is None else class_labels[lo:hi]
         gen = g if torch.device(device).type == "cpu" else _device_generator(seed, b, device)
         lab = None if labels is None else labels.to(device)
+        before = getattr(denoiser, "network_evals", None)  # a denoiser that counts the network evaluations it runs
         out = spec.fn(denoiser, x, sigmas.to(dtype), process=proc, generator=gen, class_labels=lab, **opts)
-        return Batch(b, out.x.detach().float().cpu(), labels), float(out.nfe)
+        net = None if before is None else (denoiser.network_evals - before) / (hi - lo)
+        return Batch(b, out.x.detach().float().cpu(), labels), (float(out.nfe), net)
 
     def plain() -> Iterator[Batch]:
-        nfe_sum, count = 0.0, 0
+        nfe_sum, count, net_sum = 0.0, 0, None
         rank, world = rank_world() if distributed else (0, 1)
         mine = todo[rank::world]
         for r in range(math.ceil(len(todo) / world)):
             local = {mine[r]: one(mine[r])} if r < len(mine) else {}
             got = gather_batches(local) if distributed else local
             for b in sorted(got):
-                batch, nfe = got[b]
+                batch, (nfe, net) = got[b]
                 nfe_sum, count = nfe_sum + nfe * len(batch.x), count + len(batch.x)
+                net_sum = None if net is None else (net_sum or 0.0) + net * len(batch.x)
                 stream.nfe = nfe_sum / count
                 if rank == 0:
                     yield batch
         if class_labels is not None:
             stream.extra["labels"] = class_labels.cpu().numpy().astype(np.int64)
         cost = float(denoiser.network_evals_per_call)
-        if cost != 1.0:  # e.g. classifier-free guidance: the network runs twice per denoiser call
+        if net_sum is not None and count and net_sum != nfe_sum:  # counted: e.g. guidance in a σ interval
+            stream.extra["network_nfe"] = np.float64(net_sum / count)
+        elif cost != 1.0:  # e.g. classifier-free guidance: the network runs twice per denoiser call
             stream.extra["network_nfe"] = np.float64(stream.nfe * cost)
 
     stream._batches = plain()

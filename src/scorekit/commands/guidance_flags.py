@@ -37,6 +37,13 @@ def add_guidance_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--scale", type=float, default=None, help="classifier guidance scale s (default 1)")
     g.add_argument("--cfg-weight", type=float, default=None, help="classifier-free guidance weight w (default 1)")
+    g.add_argument(
+        "--guidance-interval",
+        default=None,
+        metavar="LO,HI",
+        help="classifier-free guidance only for noise levels LO < σ <= HI (the model's σ); the plain conditional "
+        "model elsewhere, at one network evaluation a step (default: guide at every σ)",
+    )
 
 
 def _check_compatible(classifier: TrainedClassifier, denoiser, run_config: dict | None = None) -> None:
@@ -71,6 +78,8 @@ def guided_denoiser_from_args(args, denoiser, gmm: GaussianMixture | None = None
     """
     mode = getattr(args, "guidance", None) or "none"
     spec = getattr(args, "class_label", None)
+    if getattr(args, "guidance_interval", None) is not None and mode != "cfg":
+        raise ValueError("--guidance-interval applies to --guidance cfg")
     num = int(getattr(args, "num", 1) or 1)
     seed = int(getattr(args, "seed", 0) or 0)
     if mode == "none":
@@ -109,5 +118,21 @@ def guided_denoiser_from_args(args, denoiser, gmm: GaussianMixture | None = None
         if k <= 0:
             raise ValueError("--guidance cfg needs a class-conditional model (trained with labels)")
         w = 1.0 if args.cfg_weight is None else float(args.cfg_weight)
-        return ClassifierFreeGuidedDenoiser(denoiser, w), parse_class_labels(spec, num, k, seed)
+        interval = parse_interval(getattr(args, "guidance_interval", None))
+        guided = ClassifierFreeGuidedDenoiser(denoiser, w, interval=interval)
+        return guided, parse_class_labels(spec, num, k, seed)
     raise ValueError(f"unknown guidance {mode!r} (choose from none, classifier, cfg)")
+
+
+def parse_interval(spec: str | None) -> tuple[float, float] | None:
+    """'LO,HI' → (LO, HI), two σ values with 0 <= LO < HI (HI may be 'inf')."""
+    if spec is None:
+        return None
+    parts = str(spec).split(",")
+    try:
+        lo, hi = (float(p) for p in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        lo = hi = None
+    if lo is None or math.isnan(lo) or math.isnan(hi) or not 0.0 <= lo < hi:
+        raise ValueError(f"--guidance-interval must be LO,HI with 0 <= LO < HI (σ values), got {spec!r}")
+    return lo, hi

@@ -218,7 +218,7 @@ def _provenance(args, guidance: dict) -> dict:
 def _guidance_settings(args) -> dict:
     if getattr(args, "guidance", None) in (None, "none"):
         return {}
-    keys = ("guidance", "classifier", "class_label", "scale", "cfg_weight")
+    keys = ("guidance", "classifier", "class_label", "scale", "cfg_weight", "guidance_interval")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
@@ -293,7 +293,12 @@ def run(args) -> int:
             f"(lag-1 autocorrelation {float(x['lag1_autocorrelation']):.3f})"
         )
     if "network_nfe" in stream.extra:
-        extra += f"; {float(stream.extra['network_nfe']):.2f} network evaluations per sample (guidance runs 2 a call)"
+        why = (
+            "2 a call"
+            if getattr(args, "guidance_interval", None) is None
+            else "2 a call inside its σ interval, 1 outside"
+        )
+        extra += f"; {float(stream.extra['network_nfe']):.2f} network evaluations per sample (guidance runs {why})"
     if dlg is not None:
         name = f"dlg+{sampler}"
     else:
