@@ -146,7 +146,7 @@ def phase_dlg(run: Path, work: Path, num: int, nfes, nc_steps: int, log) -> dict
     return out
 
 
-def phase_guidance(run: Path, work: Path, per_class: int, weights, steps: int, log) -> dict:
+def phase_guidance(run: Path, work: Path, per_class: int, weights, steps: int, log, interval=None) -> dict:
     sys.path.insert(0, str(ROOT / "src"))
     import torch
 
@@ -159,13 +159,17 @@ def phase_guidance(run: Path, work: Path, per_class: int, weights, steps: int, l
     ft, _ = ext.features_and_logits(xt)
     labels = ",".join(str(c) for c in range(10) for _ in range(per_class))
     rows = {}
+    tag = "" if interval is None else "_interval" + interval.replace(",", "-")
     for w in weights:
-        npz = work / f"cfg_w{w:g}.npz"
+        name = f"cfg_w{w:g}{tag}"
+        npz = work / f"{name}.npz"
+        flags = [] if interval is None else ["--guidance-interval", interval]
         wall = scorekit("sample", "--run", str(run), "--sampler", "dpmpp_2m", "--steps", str(steps), "--guidance",
-                        "cfg", "--cfg-weight", str(w), "--class", labels, "--num", str(10 * per_class), "--seed", "4",
-                        "--out", str(npz), log=log)  # fmt: skip
-        ev = evaluate(npz, work / f"cfg_w{w:g}_eval.json", log)
-        class_grid_png(npz, RESULTS / f"fashion_mnist_cfg_w{w:g}.png", f"classifier-free guidance w = {w:g}, "
+                        "cfg", "--cfg-weight", str(w), *flags, "--class", labels, "--num", str(10 * per_class),
+                        "--seed", "4", "--out", str(npz), log=log)  # fmt: skip
+        ev = evaluate(npz, work / f"{name}_eval.json", log)
+        where = "" if interval is None else f" for σ in ({interval}]"
+        class_grid_png(npz, RESULTS / f"fashion_mnist_{name}.png", f"classifier-free guidance w = {w:g}{where}, "
                        f"dpmpp_2m {steps} steps; judge accuracy {ev['class_accuracy']:.3f}")  # fmt: skip
         with np.load(npz) as z:
             xs, ys = torch.from_numpy(z["samples"]).float(), z["labels"]
@@ -174,9 +178,10 @@ def phase_guidance(run: Path, work: Path, per_class: int, weights, steps: int, l
         for c in range(10):
             p, r = precision_recall(ft[yt.numpy() == c], fs[ys == c], k=3)
             per[str(c)] = {"precision": p, "recall": r, "accuracy": ev["per_class_accuracy"].get(str(c))}
-        rows[f"{w:g}"] = {**ev, **sample_cost(npz), "wall_s": wall, "per_class": per,
-                          "mean_class_recall": float(np.mean([v["recall"] for v in per.values()])),
-                          "mean_class_precision": float(np.mean([v["precision"] for v in per.values()]))}  # fmt: skip
+        key = f"{w:g}" + ("" if interval is None else f" in ({interval}]")
+        rows[key] = {**ev, **sample_cost(npz), "wall_s": wall, "per_class": per, "name": name,
+                     "mean_class_recall": float(np.mean([v["recall"] for v in per.values()])),
+                     "mean_class_precision": float(np.mean([v["precision"] for v in per.values()]))}  # fmt: skip
     return rows
 
 
@@ -330,7 +335,8 @@ def write_md(res: dict, cmd: str, path: Path) -> None:
             cells = [f"{fmt(v['per_class'][str(c)]['accuracy'], 2)} / {fmt(v['per_class'][str(c)]['recall'], 2)}"
                      for v in g.values()]  # fmt: skip
             L.append(f"| {c} {CLASSES[c]} | " + " | ".join(cells) + " |")
-        L += ["", "Grids: " + ", ".join(f"`fashion_mnist_cfg_w{w}.png`" for w in g) + " (one row per class).", ""]
+        pngs = (f"`fashion_mnist_{v.get('name', f'cfg_w{w}')}.png`" for w, v in g.items())
+        L += ["", "Grids: " + ", ".join(pngs) + " (one row per class).", ""]
     b = res.get("bpd")
     if b:
         L += ["## Likelihood", "", "```", json.dumps({k: b[k] for k in b if k != "provenance"}, indent=1)[:1500],
@@ -354,6 +360,7 @@ def main(argv=None):
     ap.add_argument("--per-class", type=int, default=100)
     ap.add_argument("--weights", default="0,1,2,4")
     ap.add_argument("--cfg-steps", type=int, default=10)
+    ap.add_argument("--guidance-interval", default=None, metavar="LO,HI", help="guide only for LO < σ <= HI")
     ap.add_argument("--bpd-num", type=int, default=100)
     ap.add_argument("--write", action="store_true", help="only write the Markdown from the cached JSON")
     args = ap.parse_args(argv)
@@ -367,6 +374,7 @@ def main(argv=None):
 
     res: dict = {"training": training_summary(run)}
     phases = [p.strip() for p in args.phases.split(",")]
+    weights, interval = [float(w) for w in args.weights.split(",")], args.guidance_interval
     jobs = {
         "floor": lambda: phase_floor(work, sorted({args.num, args.big, 10 * args.per_class}), log),
         "nfe_rule": lambda: phase_nfe_rule(run, work, args.num, log),
@@ -374,9 +382,7 @@ def main(argv=None):
             run, work, args.num, args.big, [int(v) for v in args.tuned_nfe.split(",")], log
         ),  # fmt: skip
         "dlg": lambda: phase_dlg(run, work, args.num, [int(v) for v in args.dlg_nfe.split(",")], args.nc_steps, log),
-        "guidance": lambda: phase_guidance(
-            run, work, args.per_class, [float(w) for w in args.weights.split(",")], args.cfg_steps, log
-        ),  # fmt: skip
+        "guidance": lambda: phase_guidance(run, work, args.per_class, weights, args.cfg_steps, log, interval),
         "bpd": lambda: phase_bpd(run, work, args.bpd_num, log),
         "report": lambda: phase_report(run, work, log),
     }
