@@ -309,16 +309,18 @@ def test_resume_flags_that_conflict_with_the_run_are_refused_in_one_line(tmp_pat
     assert "resuming from step 4 of 6" in capsys.readouterr().err
 
 
+def _tiny_run_losses(out, amp: str, steps: int) -> list[float]:
+    """Train a small digits U-Net for `steps` steps at precision `amp`; the logged loss of every step."""
+    cfg = default_config("digits", "ve", steps=steps, batch_size=16, log_every=1, checkpoint_every=steps, amp=amp)
+    cfg["network"].update({"model_channels": 16, "channel_mult": [1, 2], "attn_resolutions": []})
+    train(cfg, out, progress=False)
+    return [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+
+
 def test_bf16_autocast_trains_on_a_cpu(tmp_path):
     """training.amp=bf16 runs the forward pass in bf16 on a CPU too (the cpu preset's choice where the CPU computes
     bf16 in hardware): the losses differ from float32's by bf16 rounding — not more — and stay finite."""
-    losses = {}
-    for amp in ("none", "bf16"):
-        cfg = default_config("digits", "ve", steps=4, batch_size=16, log_every=1, checkpoint_every=4, amp=amp)
-        cfg["network"].update({"model_channels": 16, "channel_mult": [1, 2], "attn_resolutions": []})
-        train(cfg, tmp_path / amp, progress=False)
-        losses[amp] = [json.loads(line)["loss"] for line in (tmp_path / amp / "log.jsonl").read_text().splitlines()]
-    a, b = torch.tensor(losses["none"]), torch.tensor(losses["bf16"])
+    a, b = (torch.tensor(_tiny_run_losses(tmp_path / amp, amp, 4)) for amp in ("none", "bf16"))
     assert len(a) == len(b) == 4 and torch.isfinite(b).all()
     assert not torch.equal(a, b)  # bf16 was in effect
     assert torch.allclose(a, b, rtol=0.05)
@@ -329,10 +331,7 @@ def test_fp16_on_a_cpu_says_it_runs_in_float32(tmp_path, capsys):
     silently ignoring the setting; its losses equal a float32 run's exactly."""
     losses = {}
     for amp in ("none", "fp16"):
-        cfg = default_config("digits", "ve", steps=3, batch_size=8, log_every=1, checkpoint_every=3, amp=amp)
-        cfg["network"].update({"model_channels": 16, "channel_mult": [1, 2], "attn_resolutions": []})
-        train(cfg, tmp_path / amp, progress=False)
-        losses[amp] = [json.loads(line)["loss"] for line in (tmp_path / amp / "log.jsonl").read_text().splitlines()]
+        losses[amp] = _tiny_run_losses(tmp_path / amp, amp, 3)
         err = capsys.readouterr().err
         assert ("training.amp=fp16 runs on CUDA only; this run on cpu computes in float32" in err) == (amp == "fp16")
-    assert losses["none"] == losses["fp16"]
+    assert len(losses["none"]) == 3 and losses["none"] == losses["fp16"]
