@@ -299,6 +299,7 @@ def test_resume_flags_that_conflict_with_the_run_are_refused_in_one_line(tmp_pat
     for flag, value, old in [
         ("--data", "rings", "moons"),
         ("--lr", "0.005", "0.001"),
+        ("--lr-decay", "0.5", "0.0"),
         ("--process", "ve", "vp"),
         ("--batch-size", "64", "32"),
     ]:
@@ -307,6 +308,28 @@ def test_resume_flags_that_conflict_with_the_run_are_refused_in_one_line(tmp_pat
         assert err.count("\n") == 1 and flag in err and value in err and old in err, err
     assert main(["train", "--resume", "--out", str(run), "--steps", "6", "--data", "moons", "--no-progress"]) == 0
     assert "resuming from step 4 of 6" in capsys.readouterr().err
+
+
+def test_lr_decay_follows_its_closed_form_and_reaches_the_optimizer(tmp_path):
+    """training.lr_decay = 0.5 over 8 steps (warm-up 2): lr 0.5, 1, 1, 1, 1, 0.75, 0.5, 0.25 × lr, as logged; the
+    first five updates equal a constant-lr run's bit for bit and the decayed ones do not."""
+    runs = {}
+    for decay in (0.0, 0.5):
+        cfg = _small_cfg(steps=8, warmup=2, lr=1e-3, lr_decay=decay)
+        cfg["training"].update(log_every=1, checkpoint_every=1, keep_checkpoints=8)
+        train(cfg, tmp_path / str(decay), progress=False)
+        runs[decay] = tmp_path / str(decay)
+    log = [json.loads(line) for line in (runs[0.5] / "log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in log] == pytest.approx([1e-3 * f for f in (0.5, 1, 1, 1, 1, 0.75, 0.5, 0.25)])
+
+    def model_at(run, step):
+        return ckpt.load_tensors(run / "checkpoints" / f"step_{step:08d}" / "model.safetensors")[0]
+
+    for step, same in ((5, True), (8, False)):
+        a, b = model_at(runs[0.0], step), model_at(runs[0.5], step)
+        assert all(torch.equal(a[k], b[k]) for k in a) is same, step
+    with pytest.raises(ValueError, match="lr_decay"):
+        validate_config(_small_cfg(lr_decay=1.5))
 
 
 def _tiny_run_losses(out, amp: str, steps: int) -> list[float]:

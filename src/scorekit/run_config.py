@@ -35,6 +35,10 @@ DEFAULT_TRAINING = {
     "weight_decay": 0.0,
     "betas": [0.9, 0.999],
     "warmup": 100,
+    # The last lr_decay fraction of the run's steps decays the learning rate linearly to zero (0: constant after
+    # warm-up; 1: linear decay over the whole run). Its end is training.steps, so a resume that extends the run
+    # stretches the decay.
+    "lr_decay": 0.0,
     "grad_clip": 1.0,
     # Power-function EMA (ema.py) of relative width ema_sigma_rel: suits any run length. A number in ema_decay
     # (configs written before the power EMA) selects the old fixed-decay EMA instead.
@@ -289,7 +293,7 @@ def validate_config(cfg: dict) -> dict:
     for k in ints:
         if isinstance(tr[k], bool) or not isinstance(tr[k], int):
             raise ValueError(f"training.{k} must be an integer, got {tr[k]!r}")
-    for k in ("lr", "weight_decay", "grad_clip", "ema_sigma_rel", "p_uncond"):
+    for k in ("lr", "lr_decay", "weight_decay", "grad_clip", "ema_sigma_rel", "p_uncond"):
         if isinstance(tr[k], bool) or not isinstance(tr[k], (int, float)) or not math.isfinite(tr[k]):
             raise ValueError(f"training.{k} must be a number, got {tr[k]!r}")
     if tr["steps"] <= 0:
@@ -298,6 +302,8 @@ def validate_config(cfg: dict) -> dict:
         raise ValueError(f"training.batch_size must be > 0, got {tr['batch_size']}")
     if tr["lr"] <= 0:
         raise ValueError(f"training.lr must be > 0, got {tr['lr']}")
+    if not 0 <= tr["lr_decay"] <= 1:
+        raise ValueError(f"training.lr_decay must be in [0, 1] (a fraction of the steps), got {tr['lr_decay']}")
     if tr["ema_decay"] is not None and (
         isinstance(tr["ema_decay"], bool)
         or not isinstance(tr["ema_decay"], (int, float))

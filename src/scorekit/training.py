@@ -123,8 +123,13 @@ def _rank_generator(seed: int, step: int, rank: int) -> torch.Generator:
 
 
 def _lr_at(step: int, tr: dict) -> float:
+    """Learning rate of optimizer step `step` (0-based): linear warm-up over training.warmup steps, constant, then
+    over the last training.lr_decay fraction of training.steps a linear decay to zero (reached just after the last
+    step)."""
     w = tr["warmup"]
-    return tr["lr"] * min(1.0, (step + 1) / w) if w > 0 else tr["lr"]
+    lr = tr["lr"] * min(1.0, (step + 1) / w) if w > 0 else tr["lr"]
+    tail = tr.get("lr_decay", 0.0) * tr["steps"]
+    return lr * min(1.0, max(0.0, tr["steps"] - step) / tail) if tail > 0 else lr
 
 
 def _ema_decay(step: int, tr: dict) -> float:

@@ -22,6 +22,13 @@ def add_arguments(p):
     p.add_argument("--batch-size", type=int, default=None, help="per-process batch size (default 128)")
     p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 2e-4; 1e-3 for vector data)")
     p.add_argument(
+        "--lr-decay",
+        type=float,
+        default=None,
+        metavar="F",
+        help="decay the learning rate linearly to zero over the last fraction F of the steps (default 0: constant)",
+    )
+    p.add_argument(
         "--objective",
         default=None,
         help="dsm | dsm_likelihood | dsm_single | ncsn | ism | ssm | ddpm_simple | ddpm_vlb | ddpm_hybrid | edm "
@@ -113,6 +120,7 @@ def build_config(args) -> dict:
         ("steps", "steps"),
         ("batch_size", "batch_size"),
         ("lr", "lr"),
+        ("lr_decay", "lr_decay"),
         ("checkpoint_every", "checkpoint_every"),
         ("sample_every", "sample_every"),
         ("seed", "seed"),
@@ -186,6 +194,7 @@ _RESUME_FIXED = [
     ("--data", "data", lambda c: c["data"].get("spec")),
     ("--process", "process", lambda c: c["process"].get("name")),
     ("--lr", "lr", lambda c: c["training"].get("lr")),
+    ("--lr-decay", "lr_decay", lambda c: c["training"].get("lr_decay", 0.0)),
     ("--objective", "objective", lambda c: c.get("objective")),
     ("--seed", "seed", lambda c: c["training"].get("seed")),
     ("--p-uncond", "p_uncond", lambda c: c["training"].get("p_uncond")),
