@@ -10,6 +10,7 @@ import torch
 from scorekit.analytic import GaussianMixture
 from scorekit.cli import main
 from scorekit.metrics.vector import sliced_wasserstein
+from scorekit.samplers.budget import plan_for_budget
 from scorekit.sampling import sample_stream
 
 SPEC = {
@@ -88,6 +89,31 @@ def test_cfg_budget_counts_both_branches(tmp_path):
         assert stream.nfe <= calls and stream.plan.steps <= calls
         assert float(stream.extra.get("network_nfe", stream.nfe)) <= 10.0
         assert torch.isfinite(xs).all()
+
+
+def test_cfg_budget_in_a_sigma_interval_spends_the_calls_outside_it():
+    """Guidance in a σ interval costs 2 network evaluations a call inside it and 1 outside: `nfe=10` buys the most
+    calls whose evaluations fit (more than the 5 of guidance everywhere), and the evaluations the wrapper counts
+    while sampling are the ones planned; an interval holding every σ plans like guidance everywhere."""
+    from scorekit.analytic import GaussianMixture
+    from scorekit.guidance import ClassifierFreeGuidedDenoiser
+    from scorekit.sampling import sample_stream
+
+    gmm = GaussianMixture(
+        torch.tensor([0.5, 0.5]), torch.tensor([[-2.0, 0.0], [2.0, 0.0]]), torch.full((2, 2), 0.1), labels=[0, 1]
+    )
+    labels = torch.ones(64, dtype=torch.long)
+    for interval, more in (((0.5, 5.0), True), ((0.0, 1e9), False)):
+        cfg = ClassifierFreeGuidedDenoiser(gmm.denoiser(), w=2.0, class_labels=1, interval=interval)
+        stream = sample_stream(cfg, None, None, 64, nfe=10, class_labels=labels, seed=0)
+        xs = torch.cat([b.x for b in stream])
+        planned = [cfg.network_evals_at(s) for s in stream.plan.sigmas[: stream.plan.steps]]
+        ran = float(stream.extra["network_nfe"])
+        assert torch.isfinite(xs).all() and ran == sum(planned) <= 10
+        assert (stream.plan.steps > 5) is more and (stream.plan.steps == 5) is not more
+        assert cfg.network_evals == 64 * ran
+        bigger = plan_for_budget(stream.plan.steps + 1, denoiser=cfg, process=cfg.process)  # one call more
+        assert sum(cfg.network_evals_at(s) for s in bigger.sigmas[: bigger.steps]) > 10
 
 
 def test_nfe_on_a_run_tunes_once_and_keeps_the_schedule(tmp_path, capsys):

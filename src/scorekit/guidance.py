@@ -199,6 +199,9 @@ class _Wrapper(Denoiser):
     def network_evals_per_call(self) -> float:
         return self.denoiser.network_evals_per_call
 
+    def network_evals_at(self, sigma: float) -> float:
+        return self.denoiser.network_evals_at(sigma)
+
 
 _MODEL_NULL = object()  # ClassifierFreeGuidedDenoiser: take the model's own null label
 
@@ -266,8 +269,8 @@ class ClassifierFreeGuidedDenoiser(_Wrapper):
     elsewhere (Kynkäänniemi et al. 2024, "Applying guidance in a limited interval improves sample and
     distribution quality"): guidance at high noise collapses the variety of the samples and at low noise does
     little but cost. Outside the interval only the conditional branch is evaluated; `network_evals` counts the
-    network evaluations actually run (one per sample and branch), while `network_evals_per_call` stays the
-    upper bound 2 that budgets are planned with.
+    network evaluations actually run (one per sample and branch); `network_evals_per_call` stays the upper bound 2
+    and `network_evals_at(σ)` is 2 inside the interval and 1 outside, which budgets are planned with.
     """
 
     def __init__(
@@ -304,6 +307,12 @@ class ClassifierFreeGuidedDenoiser(_Wrapper):
     def network_evals_per_call(self) -> float:
         """Two network evaluations (conditional and unconditional branch) per call unless w = 0."""
         return self.denoiser.network_evals_per_call * (1.0 if self.w == 0.0 else 2.0)
+
+    def network_evals_at(self, sigma: float) -> float:
+        """Both branches inside the guidance interval (everywhere without one), the conditional alone outside."""
+        lo, hi = self.interval if self.interval is not None else (-math.inf, math.inf)
+        guided = self.w != 0.0 and lo < float(sigma) <= hi
+        return self.denoiser.network_evals_at(sigma) * (2.0 if guided else 1.0)
 
     def denoise(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
         y = _labels_for(self.class_labels, class_labels, x.shape[0], x.device)

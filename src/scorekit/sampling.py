@@ -30,7 +30,7 @@ from .outputs import set_output_mode
 from .processes import Process
 from .provenance import npz_entry
 from .samplers import Schedule, get_sampler
-from .samplers.budget import plan_for_budget
+from .samplers.budget import BudgetPlan, plan_for_budget
 
 __all__ = [
     "Batch",
@@ -238,15 +238,19 @@ def sample_stream(
         if calls < 1:
             raise ValueError(f"an NFE budget of {nfe} buys no step: each denoiser call costs {cost:g} network "
                              "evaluations here")  # fmt: skip
-        plan = plan_for_budget(
-            calls,
-            denoiser=denoiser,
-            process=process if process is not None else denoiser.process,
-            run_dir=run_dir,
-            sampler=sampler,
-            sigma_min=sched.sigma_min,
-            sigma_max=sched.sigma_max,
-        )
+
+        def plan_of(k: int) -> BudgetPlan:
+            return plan_for_budget(
+                k,
+                denoiser=denoiser,
+                process=process if process is not None else denoiser.process,
+                run_dir=run_dir,
+                sampler=sampler,
+                sigma_min=sched.sigma_min,
+                sigma_max=sched.sigma_max,
+            )
+
+        plan = _most_calls_within(int(nfe), plan_of(calls), plan_of, denoiser)
         sampler, steps = plan.sampler, plan.steps
         sampler_options = {**plan.options, **(sampler_options or {})}
         schedule = Schedule(plan.sigmas, rho=sched.rho)
@@ -347,6 +351,28 @@ def sample_stream(
         stream.plan = plan
         stream.extra["nfe_plan"] = np.array(json.dumps(plan.to_dict()))
     return stream
+
+
+def _network_evals_of(plan: BudgetPlan, denoiser) -> float:
+    """Network evaluations per sample of a plan with one denoiser call per step, made at σ_0 … σ_{steps-1}."""
+    return sum(float(denoiser.network_evals_at(s)) for s in plan.sigmas[: plan.steps])
+
+
+def _most_calls_within(nfe: int, plan: BudgetPlan, plan_of, denoiser) -> BudgetPlan:
+    """The plan with the most denoiser calls whose network evaluations fit in `nfe`, starting from `plan` (planned
+    at the most a call can cost). Where a call's cost depends on its σ (classifier-free guidance in a σ interval:
+    2 inside, 1 outside) the calls outside buy more steps; the reason then says what the budget bought."""
+    if plan.sigmas is None:
+        return plan
+    best, used = plan, _network_evals_of(plan, denoiser)
+    for k in range(plan.steps + 1, nfe + 1):
+        candidate = plan_of(k)
+        if candidate.sigmas is None or _network_evals_of(candidate, denoiser) > nfe + 1e-9:
+            break
+        best, used = candidate, _network_evals_of(candidate, denoiser)
+    if used != best.steps:
+        best = replace(best, reason=f"{best.reason}; {best.steps} denoiser calls = {used:g} network evaluations")
+    return best
 
 
 def _schedule_record(schedule: Schedule) -> dict:

@@ -53,7 +53,8 @@ class Denoiser(nn.Module):
       `unconditional(x, σ)` is D(x, σ | ∅). `labels_required`: sampling must give a label per sample.
     - `has_log_density`, `log_density(x, σ)`: log p_σ(x) where known in closed form (MALA's Metropolis test).
     - `network_evals_per_call`: network evaluations behind one call (1; classifier-free guidance: 2), so budgets
-      and reports count the network, not the wrapper.
+      and reports count the network, not the wrapper; `network_evals_at(σ)`: those of a call at noise level σ
+      (differs where the cost depends on σ: guidance in a σ interval).
     """
 
     sigma_min: float = 0.002
@@ -93,6 +94,10 @@ class Denoiser(nn.Module):
     def network_evals_per_call(self) -> float:
         """Network evaluations per call of this denoiser (one forward pass of the model)."""
         return 1.0
+
+    def network_evals_at(self, sigma: float) -> float:
+        """Network evaluations of one call at noise level `sigma` (here the same at every σ)."""
+        return self.network_evals_per_call
 
     def unconditional(self, x: Tensor, sigma) -> Tensor:
         """D(x, σ | ∅)."""

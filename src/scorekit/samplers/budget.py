@@ -184,7 +184,7 @@ def plan_for_budget(
         raise ValueError(f"sampler {name!r} does not take one evaluation per step; give a multistep solver")
     sig = budget_sigmas(nfe, sigma_min, sigma_max)
     reason = (
-        f"built-in rule for NFE {nfe}: {name} {options or ''} on the {spacing} spacing "
+        f"built-in rule for NFE {nfe}: {name}{f' {options}' if options else ''} on the {spacing} spacing "
         f"{sigma_max:g} … {float(sig[-2]):.3g}, 0 (no tuned schedule found)"
     )
     return BudgetPlan(name, nfe, spacing, tuple(float(s) for s in sig), options, reason, nfe)
