@@ -287,6 +287,19 @@ def test_parse_class_labels():
             parse_class_labels(bad, 4, 10)
 
 
+def test_balanced_class_labels_hold_every_class_equally_often():
+    """'balanced': every class ⌊num/K⌋ times and the remainder on distinct classes, shuffled reproducibly."""
+    a = parse_class_labels("balanced", 1000, 10, seed=1)
+    assert torch.bincount(a, minlength=10).tolist() == [100] * 10
+    assert torch.equal(a, parse_class_labels("balanced", 1000, 10, seed=1))
+    assert not torch.equal(a, parse_class_labels("balanced", 1000, 10, seed=2))
+    assert a[:100].unique().numel() > 5  # shuffled, not in class order
+    counts = torch.bincount(parse_class_labels("balanced", 23, 10, seed=3), minlength=10)
+    assert sorted(counts.tolist()) == [2] * 7 + [3] * 3
+    iid = torch.bincount(parse_class_labels("random", 1000, 10, seed=1), minlength=10)
+    assert iid.tolist() != [100] * 10  # what balanced takes away
+
+
 def _args(**kw):
     p = argparse.ArgumentParser()
     add_guidance_arguments(p)

@@ -381,7 +381,10 @@ def ancestral_mean_shift(
 # class labels from text (`--class`)
 # --------------------------------------------------------------------------------------------------------
 def parse_class_labels(spec, num: int, num_classes: int, seed: int = 0) -> Tensor:
-    """`--class` → [num] labels: an int K, "random" (uniform, from `seed`), or a list "0,3,7" (cycled)."""
+    """`--class` → [num] labels: an int K, "random" (uniform, from `seed`), "balanced" (every class ⌊num/K⌋ times,
+    the remainder distinct random classes, in a random order from `seed`: a sample whose class proportions are
+    those of a balanced set, which takes the class-proportion noise out of a FID against one), or a list "0,3,7"
+    (cycled)."""
     if num < 1:
         raise ValueError(f"need at least one sample, got {num}")
     if num_classes < 1:
@@ -395,10 +398,17 @@ def parse_class_labels(spec, num: int, num_classes: int, seed: int = 0) -> Tenso
         if text == "random":
             g = torch.Generator().manual_seed(int(seed) + 7_777)
             return torch.randint(0, num_classes, (num,), generator=g)
+        if text == "balanced":
+            g = torch.Generator().manual_seed(int(seed) + 7_777)
+            rest = torch.randperm(num_classes, generator=g)[: num % num_classes]
+            labels = torch.cat([torch.arange(num_classes).repeat(num // num_classes), rest])
+            return labels[torch.randperm(num, generator=g)]
         try:
             values = [int(v) for v in text.replace(" ", ",").split(",") if v != ""]
         except ValueError:
-            raise ValueError(f"--class must be an integer, a comma-separated list or 'random'; got {spec!r}") from None
+            raise ValueError(
+                f"--class must be an integer, a comma-separated list, 'random' or 'balanced'; got {spec!r}"
+            ) from None
         if not values:
             raise ValueError("--class is empty")
     bad = [v for v in values if not 0 <= v < num_classes]

@@ -33,7 +33,8 @@ def add_guidance_arguments(parser: argparse.ArgumentParser) -> None:
         "--class",
         dest="class_label",
         default=None,
-        help="class to generate: an integer, a comma-separated list (cycled over samples) or 'random'",
+        help="class to generate: an integer, a comma-separated list (cycled over samples), 'random' (uniform) or "
+        "'balanced' (each class equally often, in a random order; the fairest FID against a balanced test set)",
     )
     g.add_argument("--scale", type=float, default=None, help="classifier guidance scale s (default 1)")
     g.add_argument("--cfg-weight", type=float, default=None, help="classifier-free guidance weight w (default 1)")
