@@ -123,9 +123,7 @@ def _rank_generator(seed: int, step: int, rank: int) -> torch.Generator:
 
 
 def _lr_at(step: int, tr: dict) -> float:
-    """Learning rate of optimizer step `step` (0-based): linear warm-up over training.warmup steps, constant, then
-    over the last training.lr_decay fraction of training.steps a linear decay to zero (reached just after the last
-    step)."""
+    """lr of step `step` (0-based): warm-up, constant, then linear to zero over the last lr_decay of the steps."""
     w = tr["warmup"]
     lr = tr["lr"] * min(1.0, (step + 1) / w) if w > 0 else tr["lr"]
     tail = tr.get("lr_decay", 0.0) * tr["steps"]
