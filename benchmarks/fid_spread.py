@@ -14,24 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-SCOREKIT = [sys.executable, "-m", "scorekit"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fashion_mnist import RESULTS, ROOT, evaluate, scorekit  # noqa: E402 — the Fashion benchmark's runners
 
 
 def fid_of(npz: Path, out: Path) -> dict:
-    subprocess.run([*SCOREKIT, "evaluate", "--samples", str(npz), "--data", "fashion-mnist", "--ref-split", "test",
-                    "--extractor", "fashion", "--metrics", "fid,pr", "--out", str(out)],
-                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
-    d = json.loads(out.read_text())
+    d = evaluate(npz, out, log=None)
     return {"fid": d["fid"], "precision": d["precision"], "recall": d["recall"]}
 
 
@@ -61,11 +55,9 @@ def run_draws(work: Path, run: str, n: int, nfe: int, seeds, balanced: bool) -> 
     rows = []
     for s in seeds:
         npz = work / f"run_{int(balanced)}_{s}.npz"
-        cmd = [*SCOREKIT, "sample", "--run", run, "--nfe", str(nfe), "--no-tune", "--num", str(n), "--seed", str(s),
-               "--out", str(npz), "--no-progress"]  # fmt: skip
-        if balanced:
-            cmd += ["--class", "balanced"]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        labels = ["--class", "balanced"] if balanced else []
+        scorekit("sample", "--run", run, "--nfe", str(nfe), "--no-tune", "--num", str(n), "--seed", str(s),
+                 "--out", str(npz), *labels)  # fmt: skip
         rows.append({"seed": s, **fid_of(npz, work / f"run_{int(balanced)}_{s}.json")})
         print(f"run {'balanced' if balanced else 'iid'} seed {s}: FID {rows[-1]['fid']:.3f}", flush=True)
     return rows
@@ -86,7 +78,6 @@ def main() -> int:
     ap.add_argument("--nfe", type=int, default=10)
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     seeds = [int(s) for s in args.seeds.split(",") if s]
     res = {"num": args.num, "nfe": args.nfe, "run": args.run}
     with tempfile.TemporaryDirectory() as tmp:

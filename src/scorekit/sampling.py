@@ -367,9 +367,10 @@ def _most_calls_within(nfe: int, plan: BudgetPlan, plan_of, denoiser) -> BudgetP
     best, used = plan, _network_evals_of(plan, denoiser)
     for k in range(plan.steps + 1, nfe + 1):
         candidate = plan_of(k)
-        if candidate.sigmas is None or _network_evals_of(candidate, denoiser) > nfe + 1e-9:
+        cost = math.inf if candidate.sigmas is None else _network_evals_of(candidate, denoiser)
+        if cost > nfe + 1e-9:
             break
-        best, used = candidate, _network_evals_of(candidate, denoiser)
+        best, used = candidate, cost
     if used != best.steps:
         best = replace(best, reason=f"{best.reason}; {best.steps} denoiser calls = {used:g} network evaluations")
     return best
