@@ -19,6 +19,7 @@ from scorekit.guidance import (
     NoisyClassifier,
     TrainedClassifier,
     ancestral_mean_shift,
+    default_class_labels,
     load_classifier,
     parse_class_labels,
 )
@@ -298,6 +299,69 @@ def test_balanced_class_labels_hold_every_class_equally_often():
     assert sorted(counts.tolist()) == [2] * 7 + [3] * 3
     iid = torch.bincount(parse_class_labels("random", 1000, 10, seed=1), minlength=10)
     assert iid.tolist() != [100] * 10  # what balanced takes away
+
+
+def test_stratified_class_labels_follow_the_training_counts_by_largest_remainder():
+    """'stratified': num·p_c of each class, the rounding by largest remainder (ties to random classes), shuffled
+    reproducibly; equal or unknown counts give exactly 'balanced'; bad counts are one clear error."""
+    a = parse_class_labels("stratified", 8, 2, seed=1, counts=[100, 300])
+    assert torch.bincount(a, minlength=2).tolist() == [2, 6]
+    b = parse_class_labels("stratified", 7, 3, seed=1, counts=[1, 5, 2])  # exact 0.875, 4.375, 1.75
+    assert torch.bincount(b, minlength=3).tolist() == [1, 4, 2]  # the 1 left over goes to the 0.875 remainder
+    ties = {tuple(torch.bincount(parse_class_labels("stratified", 5, 4, s, [2, 2, 1, 1]), minlength=4).tolist())
+            for s in range(40)}  # fmt: skip
+    assert ties == {(2, 1, 1, 1), (1, 2, 1, 1)}  # exact 5/3, 5/3, 5/6, 5/6: classes 2, 3, then 0 or 1
+    big = parse_class_labels("stratified", 1000, 3, seed=4, counts=[6, 3, 1])
+    assert torch.bincount(big).tolist() == [600, 300, 100] and big[:50].unique().numel() == 3
+    assert torch.equal(big, parse_class_labels("stratified", 1000, 3, seed=4, counts=[6, 3, 1]))
+    for counts in (None, [7] * 10):
+        assert torch.equal(
+            parse_class_labels("stratified", 23, 10, 3, counts), parse_class_labels("balanced", 23, 10, 3)
+        )
+    for bad in ([1, 2], [1, -1, 2], [0, 0, 0], [1.0, float("nan"), 1.0]):
+        with pytest.raises(ValueError, match="class counts"):
+            parse_class_labels("stratified", 10, 3, counts=bad)
+
+
+def test_default_class_labels_draw_classes_as_often_as_training_saw_them():
+    """Without --class: iid classes with the training frequencies (a binomial check at 5 standard deviations);
+    equal or unrecorded counts keep the uniform draw of earlier versions bit for bit."""
+    n = 20_000
+    y = default_class_labels(n, 3, seed=5, counts=[70, 20, 10])
+    for c, p in enumerate((0.7, 0.2, 0.1)):
+        assert abs(float((y == c).float().mean()) - p) < 5 * (p * (1 - p) / n) ** 0.5
+    assert torch.bincount(y).tolist() != [14_000, 4_000, 2_000]  # independent draws, not a stratified set
+    assert torch.equal(y, default_class_labels(n, 3, seed=5, counts=[7, 2, 1]))  # counts, not their scale
+    old = torch.randint(0, 10, (50,), generator=torch.Generator().manual_seed(9))
+    for counts in (None, [6000] * 10):
+        assert torch.equal(default_class_labels(50, 10, seed=9, counts=counts), old)
+    assert set(default_class_labels(500, 3, seed=1, counts=[5, 0, 5]).tolist()) == {0, 2}
+
+
+def test_cli_sample_without_class_draws_the_training_frequencies(tmp_path, capsys):
+    """A class-conditional run records its training class counts; `sample` without --class draws classes with
+    their frequencies and says so in the provenance; --class stratified follows the counts exactly."""
+    from scorekit.cli import main
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], [90, 30])
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(120, 2)).astype(np.float32) + labels[:, None], y=labels)
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(tmp_path / "d.npz"), "--class-conditional", "--steps", "2", "--batch-size", "8",
+            "--out", str(run), "--checkpoint-every", "2", "--sample-every", "0"]  # fmt: skip
+    assert main(argv) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["data"]["class_counts"] == [90, 30]
+    out = tmp_path / "s.npz"
+    base = ["sample", "--run", str(run), "--sampler", "pf_euler", "--steps", "2", "--num", "400", "--no-progress"]
+    assert main([*base, "--out", str(out)]) == 0
+    z = np.load(out, allow_pickle=False)
+    share = float((z["labels"] == 0).mean())
+    assert abs(share - 0.75) < 5 * (0.75 * 0.25 / 400) ** 0.5
+    assert "as often as in training" in json.loads(str(z["provenance"]))["settings"]["class_labels"]
+    assert main([*base, "--out", str(out), "--class", "stratified"]) == 0
+    assert np.bincount(np.load(out)["labels"]).tolist() == [300, 100]
+    capsys.readouterr()
 
 
 def _args(**kw):

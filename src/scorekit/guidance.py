@@ -38,6 +38,7 @@ __all__ = [
     "ClassifierFreeGuidedDenoiser",
     "ancestral_mean_shift",
     "parse_class_labels",
+    "default_class_labels",
     "INPUT_MODES",
     "NOISE_BANDS",
 ]
@@ -380,11 +381,12 @@ def ancestral_mean_shift(
 # --------------------------------------------------------------------------------------------------------
 # class labels from text (`--class`)
 # --------------------------------------------------------------------------------------------------------
-def parse_class_labels(spec, num: int, num_classes: int, seed: int = 0) -> Tensor:
+def parse_class_labels(spec, num: int, num_classes: int, seed: int = 0, counts=None) -> Tensor:
     """`--class` → [num] labels: an int K, "random" (uniform, from `seed`), "balanced" (every class ⌊num/K⌋ times,
     the remainder distinct random classes, in a random order from `seed`: a sample whose class proportions are
-    those of a balanced set, which takes the class-proportion noise out of a FID against one), or a list "0,3,7"
-    (cycled)."""
+    those of a balanced set, which takes the class-proportion noise out of a FID against one), "stratified" (each
+    class in proportion to `counts`, the training set's class counts, by largest remainder, in a random order from
+    `seed`; "balanced" when `counts` is None or equal), or a list "0,3,7" (cycled)."""
     if num < 1:
         raise ValueError(f"need at least one sample, got {num}")
     if num_classes < 1:
@@ -398,7 +400,9 @@ def parse_class_labels(spec, num: int, num_classes: int, seed: int = 0) -> Tenso
         if text == "random":
             g = torch.Generator().manual_seed(int(seed) + 7_777)
             return torch.randint(0, num_classes, (num,), generator=g)
-        if text == "balanced":
+        if text == "stratified" and _unequal(counts, num_classes):
+            return _stratified_labels(num, _class_weights(counts, num_classes), seed)
+        if text in ("balanced", "stratified"):
             g = torch.Generator().manual_seed(int(seed) + 7_777)
             rest = torch.randperm(num_classes, generator=g)[: num % num_classes]
             labels = torch.cat([torch.arange(num_classes).repeat(num // num_classes), rest])
@@ -407,7 +411,8 @@ def parse_class_labels(spec, num: int, num_classes: int, seed: int = 0) -> Tenso
             values = [int(v) for v in text.replace(" ", ",").split(",") if v != ""]
         except ValueError:
             raise ValueError(
-                f"--class must be an integer, a comma-separated list, 'random' or 'balanced'; got {spec!r}"
+                "--class must be an integer, a comma-separated list, 'random', 'balanced' or 'stratified'; "
+                f"got {spec!r}"
             ) from None
         if not values:
             raise ValueError("--class is empty")
@@ -416,3 +421,47 @@ def parse_class_labels(spec, num: int, num_classes: int, seed: int = 0) -> Tenso
         raise ValueError(f"class {bad[0]} is out of range: the model has classes 0..{num_classes - 1}")
     reps = -(-num // len(values))
     return torch.tensor(values * reps, dtype=torch.long)[:num]
+
+
+def default_class_labels(num: int, num_classes: int, seed: int = 0, counts=None) -> Tensor:
+    """Labels for sampling a class-conditional model without `--class`: each sample's class drawn independently
+    with the training set's class frequencies (`counts`, the run's ``data.class_counts``), so the samples follow
+    the data distribution Σ_c p(c) p(x | c) also for imbalanced data; uniform classes when the counts are equal
+    or unknown (runs made before they were recorded), drawn exactly as before."""
+    if num_classes < 1:
+        raise ValueError("class labels need a model with classes")
+    g = torch.Generator().manual_seed(int(seed))
+    if not _unequal(counts, num_classes):
+        return torch.randint(0, num_classes, (num,), generator=g)
+    return torch.multinomial(_class_weights(counts, num_classes), num, replacement=True, generator=g)
+
+
+def _unequal(counts, num_classes: int) -> bool:
+    """Whether `counts` are given and not all the same (after checking they fit `num_classes`)."""
+    if counts is None:
+        return False
+    w = _class_weights(counts, num_classes)
+    return bool((w != w[0]).any())
+
+
+def _class_weights(counts, num_classes: int) -> Tensor:
+    w = torch.as_tensor(counts, dtype=torch.float64).flatten()
+    if w.numel() != num_classes or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(
+            f"class counts must be {num_classes} non-negative numbers with a positive sum, got {list(counts)!r}"
+        )
+    return w / w.sum()
+
+
+def _stratified_labels(num: int, weights: Tensor, seed: int) -> Tensor:
+    """num·p_c of each class rounded by largest remainder (ties to random classes), in a random order."""
+    g = torch.Generator().manual_seed(int(seed) + 7_777)
+    exact = weights * num
+    base = exact.floor().long()
+    short = num - int(base.sum())
+    if short > 0:
+        perm = torch.randperm(len(weights), generator=g)  # a random order among equal remainders
+        order = torch.argsort((exact - base)[perm], descending=True, stable=True)
+        base[perm[order[:short]]] += 1
+    labels = torch.repeat_interleave(torch.arange(len(weights)), base)
+    return labels[torch.randperm(num, generator=g)]

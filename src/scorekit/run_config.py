@@ -245,13 +245,7 @@ def default_config(
 
 
 def _data_section(spec: str, data: Dataset) -> dict:
-    return {
-        "spec": spec,
-        "kind": data.kind,
-        "shape": list(data.shape),
-        "num_classes": int(data.num_classes or 0),
-        "transform": data.transform.to_config(),
-    }
+    return {**data.to_config(), "spec": spec, "num_classes": int(data.num_classes or 0)}
 
 
 _REQUIRED = {

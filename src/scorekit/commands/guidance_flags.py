@@ -33,8 +33,10 @@ def add_guidance_arguments(parser: argparse.ArgumentParser) -> None:
         "--class",
         dest="class_label",
         default=None,
-        help="class to generate: an integer, a comma-separated list (cycled over samples), 'random' (uniform) or "
-        "'balanced' (each class equally often, in a random order; the fairest FID against a balanced test set)",
+        help="class to generate: an integer, a comma-separated list (cycled over samples), 'random' (uniform), "
+        "'balanced' (each class equally often, in a random order; the fairest FID against a balanced test set) or "
+        "'stratified' (each class as often as in the training set, in a random order). Default for a "
+        "class-conditional model: a random class per sample, drawn as often as in the training set",
     )
     g.add_argument("--scale", type=float, default=None, help="classifier guidance scale s (default 1)")
     g.add_argument("--cfg-weight", type=float, default=None, help="classifier-free guidance weight w (default 1)")
@@ -83,13 +85,14 @@ def guided_denoiser_from_args(args, denoiser, gmm: GaussianMixture | None = None
         raise ValueError("--guidance-interval applies to --guidance cfg")
     num = int(getattr(args, "num", 1) or 1)
     seed = int(getattr(args, "seed", 0) or 0)
+    counts = _training_class_counts(args, run_config) if str(spec).strip().lower() == "stratified" else None
     if mode == "none":
         if spec is None:
             return denoiser, None
         k = denoiser.num_classes
         if k <= 0:
             raise ValueError("--class needs --guidance classifier|cfg or a class-conditional model")
-        return denoiser, parse_class_labels(spec, num, k, seed)
+        return denoiser, parse_class_labels(spec, num, k, seed, counts)
     if spec is None:
         raise ValueError(f"--guidance {mode} needs --class K (an integer, a list, or 'random')")
     if mode == "classifier":
@@ -110,7 +113,7 @@ def guided_denoiser_from_args(args, denoiser, gmm: GaussianMixture | None = None
             _check_compatible(classifier, denoiser, run_config)
         scale = getattr(args, "scale", None)
         scale = 1.0 if scale is None else float(scale)
-        labels = parse_class_labels(spec, num, classifier.num_classes, seed)
+        labels = parse_class_labels(spec, num, classifier.num_classes, seed, counts)
         # a model that needs labels is guided *and* conditioned on them (ADM's conditional models)
         cond = denoiser.labels_required
         return ClassifierGuidedDenoiser(denoiser, classifier, scale, condition_base=cond), labels
@@ -121,8 +124,15 @@ def guided_denoiser_from_args(args, denoiser, gmm: GaussianMixture | None = None
         w = 1.0 if args.cfg_weight is None else float(args.cfg_weight)
         interval = parse_interval(getattr(args, "guidance_interval", None))
         guided = ClassifierFreeGuidedDenoiser(denoiser, w, interval=interval)
-        return guided, parse_class_labels(spec, num, k, seed)
+        return guided, parse_class_labels(spec, num, k, seed, counts)
     raise ValueError(f"unknown guidance {mode!r} (choose from none, classifier, cfg)")
+
+
+def _training_class_counts(args, run_config: dict | None) -> list | None:
+    """The run's ``data.class_counts`` (None for a --model or a run made before they were recorded)."""
+    if run_config is None and getattr(args, "run", None):
+        run_config = read_config(args.run)
+    return ((run_config or {}).get("data") or {}).get("class_counts")
 
 
 def parse_interval(spec: str | None) -> tuple[float, float] | None:

@@ -12,6 +12,7 @@ from ..analytic import load_gmm_spec
 from ..checkpoint import load_denoiser, read_config
 from ..data import DataTransform, save_image_grid, save_scatter
 from ..distributed import init_distributed, is_main_process, resolve_device
+from ..guidance import default_class_labels
 from ..processes import get_process
 from ..samplers import Schedule
 from ..sampling import parse_sampler_options, sample_stream, write_npz
@@ -202,10 +203,17 @@ def _note_adaptive(args) -> None:
             print(f"note: rk45 is adaptive; --steps {args.steps} does not set its cost (use --sampler-opt rtol=…)")
 
 
-def _provenance(args, guidance: dict) -> dict:
+def _class_counts(args) -> list | None:
+    """The run's training class counts (``data.class_counts``; None for runs made before they were recorded)."""
+    return (read_config(args.run).get("data") or {}).get("class_counts") if args.run else None
+
+
+def _provenance(args, guidance: dict, label_note: str | None = None) -> dict:
     from ..provenance import provenance
 
     settings = {}
+    if label_note:
+        settings["class_labels"] = label_note
     if args.nfe is not None:
         settings["nfe_budget"] = args.nfe
     if guidance:
@@ -236,8 +244,11 @@ def run(args) -> int:
     init_distributed(device)
     den, proc, transform, gmm, kind, shape = load_model(args, device)
     den, labels = guided_denoiser_from_args(args, den, gmm=gmm, device=device)
-    if labels is None and den.labels_required:  # a label per sample: random classes from the seed
-        labels = torch.randint(0, den.num_classes, (args.num,), generator=torch.Generator().manual_seed(args.seed))
+    label_note = None
+    if labels is None and den.labels_required:  # a label per sample: classes as often as training saw them
+        counts = _class_counts(args)
+        labels = default_class_labels(args.num, den.num_classes, args.seed, counts)
+        label_note = f"random, {'as often as in training' if counts else 'uniform'} (no --class)"
     dlg, estimator = dlg_from_args(args, den, proc, gmm=gmm, device=device, shape=shape)
     if dlg is None and getattr(args, "guidance", "none") in (None, "none"):
         _tune_on_first_use(args, den, shape)
@@ -268,7 +279,7 @@ def run(args) -> int:
     to_user = transform.to_user if transform is not None else None
     if stream.plan is not None and is_main_process():
         print(f"--nfe {args.nfe}: {stream.plan.reason}")
-    record = _provenance(args, _guidance_settings(args)) if is_main_process() else None
+    record = _provenance(args, _guidance_settings(args), label_note) if is_main_process() else None
     preview = write_npz(
         stream, args.out, args.num, shape, to_user=to_user, keep=_preview_rows(shape), provenance=record
     )

@@ -102,15 +102,26 @@ class Dataset:
         """The samples in user range (images in [0, 1], vectors in their own units)."""
         return self.transform.to_user(self.data)
 
+    def class_counts(self) -> list[int] | None:
+        """How many samples of each class 0..num_classes-1 the data holds (None without labels): kept in a run's
+        config so that sampling without `--class` can draw classes as often as training saw them."""
+        if self.labels is None or not self.num_classes:
+            return None
+        return [int(c) for c in torch.bincount(self.labels.long(), minlength=self.num_classes)[: self.num_classes]]
+
     def to_config(self) -> dict:
         """The "data" section of a run's config.json."""
-        return {
+        out = {
             "spec": self.spec,
             "kind": self.kind,
             "shape": list(self.shape),
             "num_classes": self.num_classes,
             "transform": self.transform.to_config(),
         }
+        counts = self.class_counts()
+        if counts is not None:
+            out["class_counts"] = counts
+        return out
 
 
 def _subset(ds: Dataset, num: int | None, seed: int) -> Dataset:
