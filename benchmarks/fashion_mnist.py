@@ -63,6 +63,13 @@ def cached(path: Path, fn):
     return out
 
 
+def publish(name: str, res: dict, lines: list[str]) -> None:
+    """Write benchmarks/results/NAME.json (the raw results) and NAME.md (the page), and print the page."""
+    (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=1))
+    (RESULTS / f"{name}.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
 def evaluate(samples: Path, out: Path, log, metrics="fid,pr") -> dict:
     scorekit("evaluate", "--samples", str(samples), "--data", "fashion-mnist", "--ref-split", "test", "--extractor",
              "fashion", "--metrics", metrics, "--out", str(out), log=log)  # fmt: skip

@@ -14,7 +14,6 @@ Writes benchmarks/results/fashion_scaling.md / .json.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fashion_mnist import RESULTS, cached, evaluate, sample_cost, scorekit, training_summary  # noqa: E402
+from fashion_mnist import cached, evaluate, publish, sample_cost, scorekit, training_summary  # noqa: E402
 
 
 def score(run: Path, work: Path, num: int, log) -> dict:
@@ -134,9 +133,7 @@ def main() -> int:
         ),
         "",
     ]
-    (RESULTS / "fashion_scaling.json").write_text(json.dumps(res, indent=1))
-    (RESULTS / "fashion_scaling.md").write_text("\n".join(L))
-    print("\n".join(L))
+    publish("fashion_scaling", res, L)
     return 0
 
 

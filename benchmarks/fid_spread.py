@@ -13,7 +13,6 @@ Writes benchmarks/results/fashion_fid_spread.md / .json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fashion_mnist import RESULTS, ROOT, evaluate, scorekit  # noqa: E402 — the Fashion benchmark's runners
+from fashion_mnist import ROOT, evaluate, publish, scorekit  # noqa: E402 — the Fashion benchmark's runners
 
 
 def fid_of(npz: Path, out: Path) -> dict:
@@ -111,9 +110,7 @@ def main() -> int:
         ]
     L += ["", "Class counts of the iid floor draws: "
           + "; ".join(str(r["class_counts"]) for r in res["floor_iid"]) + ".", ""]  # fmt: skip
-    (RESULTS / "fashion_fid_spread.json").write_text(json.dumps(res, indent=1))
-    (RESULTS / "fashion_fid_spread.md").write_text("\n".join(L))
-    print("\n".join(L))
+    publish("fashion_fid_spread", res, L)
     return 0
 
 

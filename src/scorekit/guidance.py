@@ -400,8 +400,9 @@ def parse_class_labels(spec, num: int, num_classes: int, seed: int = 0, counts=N
         if text == "random":
             g = torch.Generator().manual_seed(int(seed) + 7_777)
             return torch.randint(0, num_classes, (num,), generator=g)
-        if text == "stratified" and _unequal(counts, num_classes):
-            return _stratified_labels(num, _class_weights(counts, num_classes), seed)
+        weights = _nonuniform_weights(counts, num_classes) if text == "stratified" else None
+        if weights is not None:
+            return _stratified_labels(num, weights, seed)
         if text in ("balanced", "stratified"):
             g = torch.Generator().manual_seed(int(seed) + 7_777)
             rest = torch.randperm(num_classes, generator=g)[: num % num_classes]
@@ -431,26 +432,22 @@ def default_class_labels(num: int, num_classes: int, seed: int = 0, counts=None)
     if num_classes < 1:
         raise ValueError("class labels need a model with classes")
     g = torch.Generator().manual_seed(int(seed))
-    if not _unequal(counts, num_classes):
+    weights = _nonuniform_weights(counts, num_classes)
+    if weights is None:
         return torch.randint(0, num_classes, (num,), generator=g)
-    return torch.multinomial(_class_weights(counts, num_classes), num, replacement=True, generator=g)
+    return torch.multinomial(weights, num, replacement=True, generator=g)
 
 
-def _unequal(counts, num_classes: int) -> bool:
-    """Whether `counts` are given and not all the same (after checking they fit `num_classes`)."""
+def _nonuniform_weights(counts, num_classes: int) -> Tensor | None:
+    """`counts` normalised to class probabilities; None when they are absent or all equal (uniform classes)."""
     if counts is None:
-        return False
-    w = _class_weights(counts, num_classes)
-    return bool((w != w[0]).any())
-
-
-def _class_weights(counts, num_classes: int) -> Tensor:
+        return None
     w = torch.as_tensor(counts, dtype=torch.float64).flatten()
     if w.numel() != num_classes or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise ValueError(
             f"class counts must be {num_classes} non-negative numbers with a positive sum, got {list(counts)!r}"
         )
-    return w / w.sum()
+    return None if bool((w == w[0]).all()) else w / w.sum()
 
 
 def _stratified_labels(num: int, weights: Tensor, seed: int) -> Tensor:

@@ -85,7 +85,7 @@ def guided_denoiser_from_args(args, denoiser, gmm: GaussianMixture | None = None
         raise ValueError("--guidance-interval applies to --guidance cfg")
     num = int(getattr(args, "num", 1) or 1)
     seed = int(getattr(args, "seed", 0) or 0)
-    counts = _training_class_counts(args, run_config) if str(spec).strip().lower() == "stratified" else None
+    counts = training_class_counts(args, run_config) if str(spec).strip().lower() == "stratified" else None
     if mode == "none":
         if spec is None:
             return denoiser, None
@@ -128,7 +128,7 @@ def guided_denoiser_from_args(args, denoiser, gmm: GaussianMixture | None = None
     raise ValueError(f"unknown guidance {mode!r} (choose from none, classifier, cfg)")
 
 
-def _training_class_counts(args, run_config: dict | None) -> list | None:
+def training_class_counts(args, run_config: dict | None = None) -> list | None:
     """The run's ``data.class_counts`` (None for a --model or a run made before they were recorded)."""
     if run_config is None and getattr(args, "run", None):
         run_config = read_config(args.run)

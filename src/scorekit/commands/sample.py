@@ -17,7 +17,7 @@ from ..processes import get_process
 from ..samplers import Schedule
 from ..sampling import parse_sampler_options, sample_stream, write_npz
 from .dlg_flags import add_dlg_arguments, dlg_from_args
-from .guidance_flags import add_guidance_arguments, guided_denoiser_from_args
+from .guidance_flags import add_guidance_arguments, guided_denoiser_from_args, training_class_counts
 
 NAME = "sample"
 HELP = "draw samples with any sampler (optionally Denoising MCMC and classifier guidance) into an .npz"
@@ -203,11 +203,6 @@ def _note_adaptive(args) -> None:
             print(f"note: rk45 is adaptive; --steps {args.steps} does not set its cost (use --sampler-opt rtol=…)")
 
 
-def _class_counts(args) -> list | None:
-    """The run's training class counts (``data.class_counts``; None for runs made before they were recorded)."""
-    return (read_config(args.run).get("data") or {}).get("class_counts") if args.run else None
-
-
 def _provenance(args, guidance: dict, label_note: str | None = None) -> dict:
     from ..provenance import provenance
 
@@ -246,7 +241,7 @@ def run(args) -> int:
     den, labels = guided_denoiser_from_args(args, den, gmm=gmm, device=device)
     label_note = None
     if labels is None and den.labels_required:  # a label per sample: classes as often as training saw them
-        counts = _class_counts(args)
+        counts = training_class_counts(args)
         labels = default_class_labels(args.num, den.num_classes, args.seed, counts)
         label_note = f"random, {'as often as in training' if counts else 'uniform'} (no --class)"
     dlg, estimator = dlg_from_args(args, den, proc, gmm=gmm, device=device, shape=shape)
