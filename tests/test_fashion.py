@@ -213,6 +213,98 @@ def test_cpu_preset_takes_bf16_only_where_the_cpu_computes_it(data_root, monkeyp
         assert 0.9 * presets.CPU_BUDGET_S <= cost <= presets.CPU_BUDGET_S
 
 
+def test_cpu_plan_fits_the_budget_in_the_faster_precision():
+    """The cpu preset's steps are the whole thousands of pilot-timed steps that fit 95 % of the budget, in the
+    faster precision (float32 on a tie); a pilot that measured nothing usable is refused in one line."""
+    from scorekit import presets
+
+    assert presets.cpu_plan({"bf16": 0.25, "none": 0.41}) == ("bf16", 13000)  # 0.95·3600/0.25 = 13,680
+    assert presets.cpu_plan({"bf16": 0.5, "none": 0.3}) == ("none", 11000)  # 3420/0.3 = 11,400
+    assert presets.cpu_plan({"bf16": 0.3, "none": 0.3})[0] == "none"
+    assert presets.cpu_plan({"none": 0.275}) == ("none", 12000)
+    for s in (0.017, 0.17, 0.2498, 0.9, 3.0):
+        n = presets.cpu_budget_steps(s)
+        assert n % 1000 == 0 and n * s <= presets.CPU_MARGIN * presets.CPU_BUDGET_S < (n + 1000) * s
+    assert presets.cpu_budget_steps(1e6) == 1000  # never zero steps
+    assert presets.cpu_budget_steps(1.0, budget_s=600) == 1000 and presets.cpu_budget_steps(0.01, 600) == 57000
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="seconds per step"):
+            presets.cpu_budget_steps(bad)
+    with pytest.raises(ValueError, match="no pilot"):
+        presets.cpu_plan({})
+
+
+def test_time_training_step_is_a_pilot_that_leaves_no_trace(data_root, tmp_path, monkeypatch):
+    """The pilot runs the configured run's real steps (the cpu preset's class-conditional 28×28 U-Net in bf16 and
+    float32) and returns a positive CPU time per step; it writes nothing and leaves the global RNG as it was, so the
+    run trained after it is the run trained without it."""
+    from scorekit.presets import apply_preset, preset_config
+    from scorekit.training import default_config, time_training_step
+
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    base = default_config("fashion-mnist", "vp", class_conditional=True, device="cpu")
+    cfg = apply_preset(base, preset_config("cpu", "fashion-mnist", class_conditional=True))
+    cfg["training"]["batch_size"] = 2
+    rng = torch.get_rng_state()
+    for amp in ("bf16", "none"):
+        t = time_training_step({**cfg, "training": {**cfg["training"], "amp": amp}}, "cpu", steps=2, warmup=1)
+        assert 0 < t < 60
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    with pytest.raises(ValueError, match="pilot needs"):
+        time_training_step(cfg, "cpu", steps=0)
+
+
+def test_cli_cpu_preset_takes_precision_and_steps_from_the_pilot(data_root, tmp_path, monkeypatch, capsys):
+    """`train --preset cpu` without --steps times a pilot in both precisions (where bf16 is in hardware), keeps
+    the faster one and the steps that fit the budget, says so in one line and records it in the run's provenance;
+    --steps skips the pilot, --amp times that precision alone."""
+    import argparse
+
+    from scorekit import presets, training
+    from scorekit.commands import train as train_cmd
+
+    timed = []
+
+    def fake_pilot(cfg, device, steps=16, warmup=4, seed=0):
+        timed.append(cfg["training"]["amp"])
+        assert cfg["network"] == presets.preset_network("cpu", (1, 28, 28), 10)
+        return {"bf16": 0.5, "none": 0.3}[cfg["training"]["amp"]]
+
+    monkeypatch.setattr(training, "time_training_step", fake_pilot)
+    monkeypatch.setattr(presets, "cpu_computes_bf16", lambda: True)
+    parser = argparse.ArgumentParser()
+    train_cmd.add_arguments(parser)
+
+    def plan(*flags):
+        timed.clear()
+        args = parser.parse_args(["--data", "fashion-mnist", "--preset", "cpu", "--class-conditional", *flags])
+        cfg = train_cmd.build_config(args)
+        return cfg, train_cmd.plan_cpu_preset(cfg, args, "cpu")
+
+    cfg, rec = plan()
+    assert sorted(timed) == ["bf16", "none"]
+    assert (cfg["training"]["amp"], cfg["training"]["steps"]) == ("none", 11000)
+    assert rec["preset"]["pilot_cpu_s_per_step"] == {"bf16": 0.5, "none": 0.3} and rec["preset"]["steps"] == 11000
+    assert "11,000 steps" in capsys.readouterr().err
+    cfg, rec = plan("--amp", "bf16")
+    assert timed == ["bf16"] and (cfg["training"]["amp"], cfg["training"]["steps"]) == ("bf16", 6000)
+    cfg, rec = plan("--steps", "7")
+    assert timed == [] and rec is None and cfg["training"]["steps"] == 7
+    args = parser.parse_args(["--data", "fashion-mnist", "--preset", "gpu"])
+    assert train_cmd.plan_cpu_preset(train_cmd.build_config(args), args, "cpu") is None and timed == []
+
+    # the record lands in config.json's provenance, and a resumed run keeps it
+    cfg, rec = plan("--batch-size", "2")
+    out = tmp_path / "run"
+    cfg["training"].update(steps=2, checkpoint_every=1, ema_snapshot_every=0)
+    training.train(cfg, out, progress=False, provenance_settings=rec, max_steps_this_run=1)
+    assert json.loads((out / "config.json").read_text())["provenance"]["settings"]["preset"] == rec["preset"]
+    training.train(cfg, out, resume=True, progress=False)
+    assert json.loads((out / "config.json").read_text())["provenance"]["settings"]["preset"] == rec["preset"]
+
+
 def test_cli_data_fashion_mnist_and_cpu_preset_first_steps(data_root, tmp_path):
     """`scorekit train --data fashion-mnist --preset cpu` resolves the named set and runs its first steps; the run
     records the preset's network."""

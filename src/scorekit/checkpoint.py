@@ -116,12 +116,14 @@ def write_json_atomic(path: str | Path, obj) -> None:
     _atomic_replace(Path(tmp), path)
 
 
-def write_config(run_dir: str | Path, config: dict) -> None:
+def write_config(run_dir: str | Path, config: dict, settings: dict | None = None) -> None:
     """Write RUN/config.json with a fresh `provenance` key (the command that wrote it — train, train --resume,
-    import, … — versions, time), which `provenance.config_sha256` leaves out of the config's hash."""
+    import, … — versions, time, and any `settings` worth keeping, such as a preset's pilot), which
+    `provenance.config_sha256` leaves out of the config's hash."""
     from .provenance import provenance
 
-    config = {**config, "provenance": provenance(kind=config.get("kind", "score_model"))}
+    extra = {k: v for k, v in (settings or {}).items() if k != "kind"}
+    config = {**config, "provenance": provenance(kind=config.get("kind", "score_model"), **extra)}
     write_json_atomic(Path(run_dir) / "config.json", config)
 
 

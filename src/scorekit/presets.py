@@ -3,14 +3,17 @@
 - ``cpu``: a score model for small images (side ≤ 32, e.g. 28×28 Fashion-MNIST) that trains well within about
   60 CPU-minutes (so also ≤ 60 minutes on 2 cores): a narrow U-Net (32 channels, one residual block per level,
   attention only at the coarsest level), batch 16, lr 1e-3 decayed linearly to zero over the last quarter of the
-  steps (`training.lr_decay` 0.25), the power-function EMA (σ_rel 0.1). The forward pass
-  runs in bf16 autocast where the CPU computes bf16 in hardware (`cpu_computes_bf16`), float32 elsewhere; the step
-  count (20,000 in bf16) is the budget over the time per step measured on a 2-core x86 machine
-  (`CPU_SECONDS_PER_STEP`, 1 thread, 28×28, batch 16). Sample quality was still improving fast at the end of such
-  runs, so the budget goes to updates (batch 16 for 16,000 steps scored 15.73 against batch 32 for 9,900 steps' 17.92,
-  one 1000-sample FID each, inside that FID's seed spread of about ±2; batch 8, lr 2e-3, lr 5e-4 and a wider-deeper
-  net were no better), and decaying the learning rate over the last quarter cut the 10,000-sample FID from 11.60 to
-  9.87 (11.02 to 9.39 with balanced labels) at the same cost (`benchmarks/results/fashion_mnist.md`).
+  steps (`training.lr_decay` 0.25), the power-function EMA (σ_rel 0.1). The forward pass runs in bf16 autocast
+  where the CPU computes bf16 in hardware (`cpu_computes_bf16`), float32 elsewhere. The step count is the budget
+  over the cost of a step: `scorekit train` times a short pilot of the configured run on the machine it runs on
+  (`training.time_training_step`; both precisions where bf16 is in hardware, keeping the faster) and `cpu_plan`
+  turns that into steps (13,000 on a 2-core Intel Xeon with AMX, 0.25 CPU-s a step); without a pilot the table
+  `CPU_SECONDS_PER_STEP`, measured on a 2-core AMD EPYC (1 thread, 28×28, batch 16), gives 20,000 steps in bf16.
+  Sample quality was still improving fast at the end of such runs, so the budget goes to updates (batch 16 for
+  16,000 steps scored 15.73 against batch 32 for 9,900 steps' 17.92, one 1000-sample FID each, inside that FID's
+  seed spread of about ±2; batch 8, lr 2e-3, lr 5e-4 and a wider-deeper net were no better), and decaying the
+  learning rate over the last quarter cut the 10,000-sample FID from 11.60 to 9.87 (11.02 to 9.39 with balanced
+  labels) at the same cost (`benchmarks/results/fashion_mnist.md`).
 - ``gpu``: the same images on one modern GPU (bf16 autocast by the loop's ``amp: auto``): DDPM++-like width
   (128 channels, 2 blocks per level, attention at 14×14 and 7×7, dropout 0.1), batch 256, lr 2e-4, EMA 0.9999,
   100k steps (25.6M images, ~430 epochs of 60,000 images).
@@ -25,7 +28,18 @@ import copy
 
 import torch
 
-__all__ = ["PRESETS", "CPU_SECONDS_PER_STEP", "cpu_computes_bf16", "preset_config", "apply_preset", "preset_network"]
+__all__ = [
+    "PRESETS",
+    "CPU_SECONDS_PER_STEP",
+    "CPU_BUDGET_S",
+    "cpu_computes_bf16",
+    "cpu_pilot_precisions",
+    "cpu_budget_steps",
+    "cpu_plan",
+    "preset_config",
+    "apply_preset",
+    "preset_network",
+]
 
 PRESETS = ("cpu", "gpu")
 # Measured: CPU seconds per training step of the cpu preset on 28×28 Fashion-MNIST at batch 16 (`scorekit train
@@ -82,16 +96,41 @@ def preset_network(name: str, shape, num_classes: int = 0, conditioning: str = "
     return net
 
 
+def cpu_budget_steps(seconds_per_step: float, budget_s: float = CPU_BUDGET_S) -> int:
+    """Steps of `seconds_per_step` CPU-seconds each that fit `CPU_MARGIN` of the budget, in whole thousands and at
+    least 1000: the table's 0.170 CPU-s in bf16 gives 0.95·3600/0.170 → 20,000 (320k images, ~5.3 epochs of
+    60,000)."""
+    s = float(seconds_per_step)
+    if not (s > 0 and s < float("inf")):
+        raise ValueError(f"seconds per step must be a positive number, not {seconds_per_step!r}")
+    return max(1000, int(CPU_MARGIN * budget_s / s) // 1000 * 1000)
+
+
+def cpu_pilot_precisions() -> tuple[str, ...]:
+    """The precisions a pilot should time for the cpu preset: bf16 and float32 where the CPU computes bf16 in
+    hardware (which is faster differs between CPUs), float32 alone where bf16 would be emulated."""
+    return ("bf16", "none") if cpu_computes_bf16() else ("none",)
+
+
+def cpu_plan(seconds_per_step: dict[str, float], budget_s: float = CPU_BUDGET_S) -> tuple[str, int]:
+    """(precision, steps) of the cpu preset from measured CPU-seconds per step by precision ("bf16", "none"): the
+    faster precision (float32 on a tie) and the steps it fits in the budget."""
+    if not seconds_per_step:
+        raise ValueError("no pilot timings")
+    amp = min(sorted(seconds_per_step, key=lambda a: a != "none"), key=lambda a: seconds_per_step[a])
+    return amp, cpu_budget_steps(seconds_per_step[amp], budget_s)
+
+
 def _cpu_steps(amp: str) -> int:
-    """Steps that fit the CPU budget at the measured cost of a step in this precision, in thousands: 0.95·3600/0.170
-    → 20,000 with bf16 (320k images, ~5.3 epochs of 60,000)."""
-    return int(CPU_MARGIN * CPU_BUDGET_S / CPU_SECONDS_PER_STEP[amp]) // 1000 * 1000
+    return cpu_budget_steps(CPU_SECONDS_PER_STEP[amp])
 
 
 def preset_config(name: str, data_spec: str, class_conditional: bool = False, conditioning: str = "log_sigma") -> dict:
     """Overrides of `training.default_config(data_spec, …)` for preset `name` ("cpu" or "gpu"): the network sized
-    for the data's image shape and the training settings for the budget. Reads the data set only for its shape and
-    number of classes (named data sets such as ``fashion-mnist`` through `scorekit.datasets`)."""
+    for the data's image shape and the training settings for the budget (the cpu preset's precision and steps from
+    the table `CPU_SECONDS_PER_STEP`; `scorekit train` replaces them by a pilot's, see `cpu_plan`). Reads the data
+    set only for its shape and number of classes (named data sets such as ``fashion-mnist`` through
+    `scorekit.datasets`)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
     data = _load(data_spec)

@@ -54,6 +54,7 @@ __all__ = [
     "default_config",
     "validate_config",
     "train",
+    "time_training_step",
     "build_denoiser_from_config",
     "build_trainable",
     "make_objective",
@@ -327,10 +328,13 @@ def train(
     data: Dataset | None = None,
     max_steps_this_run: int | None = None,
     log_fn=None,
+    provenance_settings: dict | None = None,
 ) -> TrainResult:
     """Train the network described by `config` (any kind) into run directory `out_dir` (see checkpoint.py).
 
     `max_steps_this_run` stops after that many steps (a checkpoint is written), for tests of resume.
+    `provenance_settings` go into the `settings` of config.json's provenance (how the config was chosen, e.g. a
+    preset's pilot); a resumed run keeps the settings its config already records.
     """
     cfg = validate_config(config)
     tr = cfg["training"]
@@ -394,7 +398,9 @@ def train(
 
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.write_config(out_dir, cfg)
+        if provenance_settings is None and resume:
+            provenance_settings = (old.get("provenance") or {}).get("settings")
+        ckpt.write_config(out_dir, cfg, provenance_settings)
     autocast, scaler = _autocast(device, tr["amp"])
     if rank == 0 and tr["amp"] in ("bf16", "fp16") and _precision(device, tr["amp"]) == "none":
         sys.stderr.write(f"training.amp={tr['amp']} runs on CUDA only; this run on {device.type} computes in float32\n")
@@ -524,6 +530,66 @@ def train(
     if stopped:
         sys.stderr.write(f"stopped by signal {stop.signum} at step {step}; checkpoint saved in {out_dir}\n")
     return TrainResult(out_dir, step, last_loss, steps_done / max(elapsed, 1e-9), stopped)
+
+
+def time_training_step(
+    config: dict, device: str | torch.device = "cpu", *, steps: int = 16, warmup: int = 4, seed: int = 0
+) -> float:
+    """Seconds per training step of `config`'s run on `device`, from a pilot: `warmup` untimed steps, then `steps`
+    timed ones of the loop's work (the objective's forward and backward in the run's precision, gradient clipping,
+    the optimizer step, the EMA update) on random batches of the data's shape and the run's batch size. The pilot's
+    model is thrown away, nothing is written, and the global torch RNG is left as it was. On a CPU the time is the
+    process's CPU time (all its threads): the cost a CPU budget counts, as the loop will pay it beside whatever else
+    the machine runs. On CUDA it is wall time between synchronisations."""
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"a pilot needs steps >= 1 and warmup >= 0, not {steps} and {warmup}")
+    cfg = validate_config(config)
+    tr = {**cfg["training"], "ema_snapshot_every": 0}
+    device = torch.device(device)
+    shape, bs = tuple(int(v) for v in cfg["data"]["shape"]), int(tr["batch_size"])
+    num_classes = max(1, int(cfg["data"].get("num_classes") or 0))
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        trainable = build_trainable(cfg).to(device)
+        model = _network_of(cfg, trainable)
+        ema, objective, opt = RunEMA(model, tr), make_objective(cfg), _optimizer(model.parameters(), tr)
+        autocast, scaler = _autocast(device, tr["amp"])
+        labelled = bool(cfg.get("denoiser", {}).get("class_conditional")) or getattr(objective, "needs_labels", False)
+        clip = tr["grad_clip"] if tr["grad_clip"] > 0 else 1e30
+        trainable.train()
+
+        def one_step(done: int) -> None:
+            x0 = torch.randn((bs, *shape), generator=gen).to(device)
+            labels = torch.randint(0, num_classes, (bs,), generator=gen).to(device) if labelled else None
+            rand = objective.draw(bs, shape, gen, device, x0.dtype)
+            with autocast:
+                out = objective(trainable, x0, gen, labels, **(rand or {}))
+            loss = out.float().mean()
+            opt.zero_grad(set_to_none=True)
+            (loss if scaler is None else scaler.scale(loss)).backward()
+            if scaler is not None:
+                scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            if scaler is None:
+                opt.step()
+            else:
+                scaler.step(opt)
+                scaler.update()
+            ema.update(model, done + 1)
+
+        clock = time.perf_counter if cuda else time.process_time
+        for i in range(warmup):
+            one_step(i)
+        if cuda:
+            torch.cuda.synchronize(device)
+        t0 = clock()
+        for i in range(warmup, warmup + steps):
+            one_step(i)
+        if cuda:
+            torch.cuda.synchronize(device)
+        return (clock() - t0) / steps
 
 
 _ESTIMATE_FROM, _ESTIMATE_STEPS = 2, 8  # skip the first steps (allocation, warm caches), then time 8

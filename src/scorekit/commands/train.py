@@ -43,8 +43,9 @@ def add_arguments(p):
         "--preset",
         choices=["cpu", "gpu"],
         default=None,
-        help="image presets: cpu (a 28x28 U-Net sized for 60 CPU-minutes at 1 thread; bf16 where the CPU computes it) "
-        "or gpu (one modern GPU)",
+        help="image presets: cpu (a 28x28 U-Net for a budget of 60 CPU-minutes at 1 thread: unless --steps is given, "
+        "a short pilot times a step in bf16 and float32 on this machine and picks the precision and the steps) or "
+        "gpu (one modern GPU)",
     )
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 500)")
     p.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (0 = never)")
@@ -85,20 +86,26 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _user_config(args) -> dict:
+    """The --config file's object ({} without one)."""
+    if not args.config:
+        return {}
+    p = Path(args.config)
+    if not p.is_file():
+        raise ValueError(f"config file not found: {p}")
+    try:
+        user = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"config file {p} is not valid JSON: {e}") from None
+    if not isinstance(user, dict):
+        raise ValueError(f"config file {p} must hold a JSON object")
+    return user
+
+
 def build_config(args) -> dict:
     from ..training import DEFAULT_DENOISER, default_config
 
-    user = {}
-    if args.config:
-        p = Path(args.config)
-        if not p.is_file():
-            raise ValueError(f"config file not found: {p}")
-        try:
-            user = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"config file {p} is not valid JSON: {e}") from None
-        if not isinstance(user, dict):
-            raise ValueError(f"config file {p} must hold a JSON object")
+    user = _user_config(args)
     process = args.process or (user.get("process", {}) or {}).get("name") or "vp"
     if process not in DEFAULT_DENOISER:
         raise ValueError(f"unknown process {process!r}")
@@ -168,14 +175,24 @@ def run(args) -> int:
 
         cfg = read_config(args.out)
         resume_overrides(cfg, args)
+        settings = None
     else:
         cfg = build_config(args)
+        settings = plan_cpu_preset(cfg, args, device)
     cfg = validate_config(cfg)
     log_fn, writer = None, None
     if getattr(args, "log", "jsonl") == "tensorboard":
         log_fn, writer = tensorboard_logger(Path(args.out) / "tensorboard")
     try:
-        res = train(cfg, args.out, resume=args.resume, device=device, progress=not args.no_progress, log_fn=log_fn)
+        res = train(
+            cfg,
+            args.out,
+            resume=args.resume,
+            device=device,
+            progress=not args.no_progress,
+            log_fn=log_fn,
+            provenance_settings=settings,
+        )
     finally:
         if writer is not None:
             writer.close()
@@ -187,6 +204,52 @@ def run(args) -> int:
             f"run saved in {res.run_dir}"
         )
     return 130 if res.stopped_early else 0
+
+
+def plan_cpu_preset(cfg: dict, args, device) -> dict | None:
+    """For `--preset cpu` on a CPU, unless --steps (or the --config file) fixes the steps: time a pilot of the
+    configured run in each candidate precision on this machine (`training.time_training_step`), keep the faster and
+    the steps it fits in the budget (`presets.cpu_plan`), say so on stderr, and return the record for the run's
+    provenance. None (the preset's table stays) otherwise, and under torchrun, where ranks must agree."""
+    import sys
+
+    import torch
+
+    if args.preset != "cpu" or torch.device(device).type != "cpu":
+        return None
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return None
+    user_tr = _user_config(args).get("training") or {}
+    if args.steps is not None or "steps" in user_tr:
+        return None
+    from ..presets import CPU_BUDGET_S, CPU_MARGIN, cpu_pilot_precisions, cpu_plan
+    from ..training import time_training_step
+
+    tr = cfg["training"]
+    fixed_amp = args.amp is not None or "amp" in user_tr
+    amps = (tr["amp"],) if fixed_amp else cpu_pilot_precisions()
+    pilot_steps = 16
+    seconds = {a: time_training_step({**cfg, "training": {**tr, "amp": a}}, device, steps=pilot_steps) for a in amps}
+    amp, steps = cpu_plan(seconds)
+    tr["amp"], tr["steps"] = amp, steps
+    names = {"bf16": "bf16", "none": "float32"}
+    costs = ", ".join(f"{seconds[a]:.3f} CPU-s in {names.get(a, a)}" for a in amps)
+    sys.stderr.write(
+        f"cpu preset: a training step costs {costs} on this machine (pilot of {pilot_steps} steps) → "
+        f"{names.get(amp, amp)}, {steps:,} steps for the {CPU_BUDGET_S // 60} CPU-minute budget "
+        "(--steps N and --amp choose yourself)\n"
+    )
+    return {
+        "preset": {
+            "name": "cpu",
+            "budget_cpu_s": CPU_BUDGET_S,
+            "margin": CPU_MARGIN,
+            "pilot_steps": pilot_steps,
+            "pilot_cpu_s_per_step": {a: round(v, 4) for a, v in seconds.items()},
+            "amp": amp,
+            "steps": steps,
+        }
+    }
 
 
 # Flags that must agree with the run being resumed: (flag, attribute, the run's value).
