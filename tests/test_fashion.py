@@ -238,8 +238,9 @@ def test_time_training_step_is_a_pilot_that_leaves_no_trace(data_root, tmp_path,
     """The pilot runs the configured run's real steps (the cpu preset's class-conditional 28×28 U-Net in bf16 and
     float32) and returns a positive CPU time per step; it writes nothing and leaves the global RNG as it was, so the
     run trained after it is the run trained without it."""
+    from scorekit.pilot import time_training_step
     from scorekit.presets import apply_preset, preset_config
-    from scorekit.training import default_config, time_training_step
+    from scorekit.training import default_config
 
     monkeypatch.chdir(tmp_path)
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -262,7 +263,7 @@ def test_cli_cpu_preset_takes_precision_and_steps_from_the_pilot(data_root, tmp_
     --steps skips the pilot, --amp times that precision alone."""
     import argparse
 
-    from scorekit import presets, training
+    from scorekit import pilot, presets, training
     from scorekit.commands import train as train_cmd
 
     timed = []
@@ -272,7 +273,7 @@ def test_cli_cpu_preset_takes_precision_and_steps_from_the_pilot(data_root, tmp_
         assert cfg["network"] == presets.preset_network("cpu", (1, 28, 28), 10)
         return {"bf16": 0.5, "none": 0.3}[cfg["training"]["amp"]]
 
-    monkeypatch.setattr(training, "time_training_step", fake_pilot)
+    monkeypatch.setattr(pilot, "time_training_step", fake_pilot)
     monkeypatch.setattr(presets, "cpu_computes_bf16", lambda: True)
     parser = argparse.ArgumentParser()
     train_cmd.add_arguments(parser)

@@ -185,6 +185,33 @@ def test_periodic_sample_plots(tmp_path):
     assert pngs == ["step_00000002.png", "step_00000004.png"]
 
 
+def test_class_conditional_previews_show_each_class_in_its_own_column(tmp_path, monkeypatch):
+    """A class-conditional run's preview grids sample the conditional branch: labels 0..K−1 across each row, K
+    columns (an unconditional preview would show only the null label's branch)."""
+    from PIL import Image
+
+    from scorekit import training
+
+    cfg = default_config("digits", "vp", class_conditional=True, steps=2, batch_size=8, checkpoint_every=2)
+    cfg["network"].update(model_channels=8, channel_mult=[1], num_res_blocks=1, attn_resolutions=[])
+    cfg["training"].update(sample_every=2, sample_steps=2)
+    seen, real = [], training.generate
+
+    def spy(*args, **kw):
+        seen.append(kw.get("class_labels"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(training, "generate", spy)
+    train(cfg, tmp_path / "r", progress=False)
+    assert len(seen) == 1 and torch.equal(seen[0], torch.arange(60) % 10)
+    png = Image.open(tmp_path / "r" / "samples" / "step_00000002.png")
+    assert png.width > png.height  # 10 columns by 6 rows of 8×8 digits
+    unconditional = _small_cfg(steps=2)
+    unconditional["training"].update(sample_every=2, sample_steps=2)
+    train(unconditional, tmp_path / "u", progress=False)
+    assert seen[-1] is None
+
+
 # --- the one shuffling style --------------------------------------------------------------------------------
 def test_batch_order_covers_epochs_and_resumes_exactly():
     o = BatchOrder(10, torch.Generator().manual_seed(3))

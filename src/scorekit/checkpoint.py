@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,6 +31,8 @@ from .models.parameterization import denoiser_from_config
 from .models.registry import build_network
 
 __all__ = [
+    "truncate_log",
+    "drop_snapshots_after",
     "CheckpointError",
     "save_tensors",
     "load_tensors",
@@ -264,3 +267,32 @@ def load_denoiser(run_dir: str | Path, ema: bool = True, device="cpu"):
             raise CheckpointError(f"{Path(run_dir) / 'config.json'}: no {key!r} section")
     net = load_network(run_dir, ema=ema, device=device, config=cfg)
     return denoiser_from_config(cfg, net).to(device).eval()
+
+
+def drop_snapshots_after(out_dir: Path, step: int) -> None:
+    """On resume: EMA snapshots written after the checkpoint's step belong to the lost steps; the resumed run
+    writes them again."""
+    d = out_dir / "ema_snapshots"
+    if not d.is_dir():
+        return
+    for p in d.glob("step_*_sigma_rel_*.safetensors"):
+        m = re.match(r"step_(\d+)_", p.name)
+        if m and int(m.group(1)) > step:
+            p.unlink()
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """On resume: keep only log lines of steps up to the checkpoint's step, so a killed run's lost steps are not
+    logged twice."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a half-written last line
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(x + "\n" for x in keep))
+    os.replace(tmp, path)

@@ -6,7 +6,7 @@
   steps (`training.lr_decay` 0.25), the power-function EMA (σ_rel 0.1). The forward pass runs in bf16 autocast
   where the CPU computes bf16 in hardware (`cpu_computes_bf16`), float32 elsewhere. The step count is the budget
   over the cost of a step: `scorekit train` times a short pilot of the configured run on the machine it runs on
-  (`training.time_training_step`; both precisions where bf16 is in hardware, keeping the faster) and `cpu_plan`
+  (`pilot.time_training_step`; both precisions where bf16 is in hardware, keeping the faster) and `cpu_plan`
   turns that into steps (13,000 on a 2-core Intel Xeon with AMX, 0.25 CPU-s a step); without a pilot the table
   `CPU_SECONDS_PER_STEP`, measured on a 2-core AMD EPYC (1 thread, 28×28, batch 16), gives 20,000 steps in bf16.
   Sample quality was still improving fast at the end of such runs, so the budget goes to updates (batch 16 for

@@ -54,7 +54,6 @@ __all__ = [
     "default_config",
     "validate_config",
     "train",
-    "time_training_step",
     "build_denoiser_from_config",
     "build_trainable",
     "make_objective",
@@ -212,37 +211,6 @@ class RunEMA:
             self.power.save_snapshots(out_dir / "ema_snapshots", SNAPSHOT_SIGMA_RELS)
 
 
-def _drop_later_snapshots(out_dir: Path, step: int) -> None:
-    """On resume: EMA snapshots written after the checkpoint's step belong to the lost steps; the resumed run
-    writes them again."""
-    import re
-
-    d = out_dir / "ema_snapshots"
-    if not d.is_dir():
-        return
-    for p in d.glob("step_*_sigma_rel_*.safetensors"):
-        m = re.match(r"step_(\d+)_", p.name)
-        if m and int(m.group(1)) > step:
-            p.unlink()
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """On resume: keep only log lines of steps up to the checkpoint's step, so a killed run's lost steps are not
-    logged twice."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if int(json.loads(line)["step"]) <= step:
-                keep.append(line)
-        except (ValueError, KeyError, TypeError):
-            continue  # a half-written last line
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(x + "\n" for x in keep))
-    os.replace(tmp, path)
-
-
 class _StopFlag:
     """Turns SIGINT/SIGTERM into a flag the loop checks after each step (checkpoint, then exit)."""
 
@@ -383,8 +351,8 @@ def train(
                 "--steps may only extend a run"
             )
         if rank == 0:
-            _truncate_log(out_dir / "log.jsonl", step)
-            _drop_later_snapshots(out_dir, step)
+            ckpt.truncate_log(out_dir / "log.jsonl", step)
+            ckpt.drop_snapshots_after(out_dir, step)
             sys.stderr.write(f"resuming from step {step} of {tr['steps']} in {out_dir}\n")
 
     train_model: nn.Module = model
@@ -532,66 +500,6 @@ def train(
     return TrainResult(out_dir, step, last_loss, steps_done / max(elapsed, 1e-9), stopped)
 
 
-def time_training_step(
-    config: dict, device: str | torch.device = "cpu", *, steps: int = 16, warmup: int = 4, seed: int = 0
-) -> float:
-    """Seconds per training step of `config`'s run on `device`, from a pilot: `warmup` untimed steps, then `steps`
-    timed ones of the loop's work (the objective's forward and backward in the run's precision, gradient clipping,
-    the optimizer step, the EMA update) on random batches of the data's shape and the run's batch size. The pilot's
-    model is thrown away, nothing is written, and the global torch RNG is left as it was. On a CPU the time is the
-    process's CPU time (all its threads): the cost a CPU budget counts, as the loop will pay it beside whatever else
-    the machine runs. On CUDA it is wall time between synchronisations."""
-    if steps < 1 or warmup < 0:
-        raise ValueError(f"a pilot needs steps >= 1 and warmup >= 0, not {steps} and {warmup}")
-    cfg = validate_config(config)
-    tr = {**cfg["training"], "ema_snapshot_every": 0}
-    device = torch.device(device)
-    shape, bs = tuple(int(v) for v in cfg["data"]["shape"]), int(tr["batch_size"])
-    num_classes = max(1, int(cfg["data"].get("num_classes") or 0))
-    cuda = device.type == "cuda"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
-        trainable = build_trainable(cfg).to(device)
-        model = _network_of(cfg, trainable)
-        ema, objective, opt = RunEMA(model, tr), make_objective(cfg), _optimizer(model.parameters(), tr)
-        autocast, scaler = _autocast(device, tr["amp"])
-        labelled = bool(cfg.get("denoiser", {}).get("class_conditional")) or getattr(objective, "needs_labels", False)
-        clip = tr["grad_clip"] if tr["grad_clip"] > 0 else 1e30
-        trainable.train()
-
-        def one_step(done: int) -> None:
-            x0 = torch.randn((bs, *shape), generator=gen).to(device)
-            labels = torch.randint(0, num_classes, (bs,), generator=gen).to(device) if labelled else None
-            rand = objective.draw(bs, shape, gen, device, x0.dtype)
-            with autocast:
-                out = objective(trainable, x0, gen, labels, **(rand or {}))
-            loss = out.float().mean()
-            opt.zero_grad(set_to_none=True)
-            (loss if scaler is None else scaler.scale(loss)).backward()
-            if scaler is not None:
-                scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            if scaler is None:
-                opt.step()
-            else:
-                scaler.step(opt)
-                scaler.update()
-            ema.update(model, done + 1)
-
-        clock = time.perf_counter if cuda else time.process_time
-        for i in range(warmup):
-            one_step(i)
-        if cuda:
-            torch.cuda.synchronize(device)
-        t0 = clock()
-        for i in range(warmup, warmup + steps):
-            one_step(i)
-        if cuda:
-            torch.cuda.synchronize(device)
-        return (clock() - t0) / steps
-
-
 _ESTIMATE_FROM, _ESTIMATE_STEPS = 2, 8  # skip the first steps (allocation, warm caches), then time 8
 LONG_RUN_S = 60.0  # runs expected to take longer than this print their estimate
 
@@ -654,13 +562,17 @@ def _load_state(out_dir, model, ema, opt, gen, order) -> tuple[int, int | None]:
 
 @torch.no_grad()
 def _sample_grid(cfg, ema_net, path: Path, tr, device):
-    """A grid of EMA samples (heun) during training, for images; a scatter plot for 2-D vectors."""
+    """A grid of EMA samples (heun) during training, for images; a scatter plot for 2-D vectors. A class-conditional
+    model shows its conditional branch, one class per column (labels 0..K−1 across each row)."""
     den = denoiser_from_config(cfg, net=ema_net)
-    res = generate(den, "heun", tr["sample_steps"], 64, batch_size=64, seed=0, device=device)
+    k = int(cfg["data"].get("num_classes") or 0) if cfg.get("denoiser", {}).get("class_conditional") else 0
+    num, nrow = (k * max(1, 64 // k), k) if k else (64, 8)
+    labels = torch.arange(num, device=device) % k if k else None
+    res = generate(den, "heun", tr["sample_steps"], num, batch_size=num, seed=0, device=device, class_labels=labels)
     transform = DataTransform.from_config(cfg["data"]["transform"])
     x = transform.to_user(res.samples)
     path.parent.mkdir(parents=True, exist_ok=True)
     if cfg["data"]["kind"] == "image":
-        save_image_grid(path, x, nrow=8)
+        save_image_grid(path, x, nrow=nrow)
     elif x.shape[1] == 2:
         save_scatter(path, x)

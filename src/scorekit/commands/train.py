@@ -208,7 +208,7 @@ def run(args) -> int:
 
 def plan_cpu_preset(cfg: dict, args, device) -> dict | None:
     """For `--preset cpu` on a CPU, unless --steps (or the --config file) fixes the steps: time a pilot of the
-    configured run in each candidate precision on this machine (`training.time_training_step`), keep the faster and
+    configured run in each candidate precision on this machine (`pilot.time_training_step`), keep the faster and
     the steps it fits in the budget (`presets.cpu_plan`), say so on stderr, and return the record for the run's
     provenance. None (the preset's table stays) otherwise, and under torchrun, where ranks must agree."""
     import sys
@@ -222,8 +222,8 @@ def plan_cpu_preset(cfg: dict, args, device) -> dict | None:
     user_tr = _user_config(args).get("training") or {}
     if args.steps is not None or "steps" in user_tr:
         return None
+    from ..pilot import time_training_step
     from ..presets import CPU_BUDGET_S, CPU_MARGIN, cpu_pilot_precisions, cpu_plan
-    from ..training import time_training_step
 
     tr = cfg["training"]
     fixed_amp = args.amp is not None or "amp" in user_tr
