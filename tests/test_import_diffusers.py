@@ -285,7 +285,7 @@ def test_export_loads_in_diffusers(runs, tmp_path, name):
     ref = _ref(name)
     with torch.no_grad():
         out = unet(ref["net_x"], ref["net_t"], class_labels=ref.get("net_labels")).sample
-    assert torch.equal(out, ref["net_out"])
+    assert _rel(out, ref["net_out"]) <= 1e-6  # the same weights in diffusers; bit-equal only on the fixture's CPU
     index = json.loads((exported / "model_index.json").read_text())
     sched_cls = getattr(diffusers, index["scheduler"][1])
     sched = sched_cls.from_pretrained(exported / "scheduler")
@@ -360,7 +360,7 @@ def test_score_sde_ve_export_loads_in_diffusers(tmp_path):
     unet = diffusers.UNet2DModel.from_pretrained(exported / "unet").eval()
     ref = _ref("score_sde_ve")
     with torch.no_grad():
-        assert torch.equal(unet(ref["net_x"], ref["net_t"]).sample, ref["net_out"])
+        assert _rel(unet(ref["net_x"], ref["net_t"]).sample, ref["net_out"]) <= 1e-6
     sched = diffusers.ScoreSdeVeScheduler.from_pretrained(exported / "scheduler")
     assert sched.config.sigma_max == 50.0 and sched.config.sigma_min == 0.01
 
