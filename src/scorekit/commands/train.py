@@ -237,7 +237,7 @@ def plan_cpu_preset(cfg: dict, args, device) -> dict | None:
     sys.stderr.write(
         f"cpu preset: a training step costs {costs} on this machine (pilot of {pilot_steps} steps) → "
         f"{names.get(amp, amp)}, {steps:,} steps for the {CPU_BUDGET_S // 60} CPU-minute budget "
-        "(--steps N and --amp choose yourself)\n"
+        "(give --steps N or --amp to choose yourself)\n"
     )
     return {
         "preset": {
