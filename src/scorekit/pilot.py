@@ -10,7 +10,18 @@ import time
 
 import torch
 
-from .training import RunEMA, _autocast, _network_of, _optimizer, build_trainable, make_objective, validate_config
+from .training import (
+    RunEMA,
+    _autocast,
+    _backward,
+    _clip_norm,
+    _network_of,
+    _optimizer,
+    _optimizer_step,
+    build_trainable,
+    make_objective,
+    validate_config,
+)
 
 __all__ = ["time_training_step"]
 
@@ -40,7 +51,6 @@ def time_training_step(
         ema, objective, opt = RunEMA(model, tr), make_objective(cfg), _optimizer(model.parameters(), tr)
         autocast, scaler = _autocast(device, tr["amp"])
         labelled = bool(cfg.get("denoiser", {}).get("class_conditional")) or getattr(objective, "needs_labels", False)
-        clip = tr["grad_clip"] if tr["grad_clip"] > 0 else 1e30
         trainable.train()
 
         def one_step(done: int) -> None:
@@ -49,17 +59,9 @@ def time_training_step(
             rand = objective.draw(bs, shape, gen, device, x0.dtype)
             with autocast:
                 out = objective(trainable, x0, gen, labels, **(rand or {}))
-            loss = out.float().mean()
-            opt.zero_grad(set_to_none=True)
-            (loss if scaler is None else scaler.scale(loss)).backward()
-            if scaler is not None:
-                scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            if scaler is None:
-                opt.step()
-            else:
-                scaler.step(opt)
-                scaler.update()
+            _backward(out.float().mean(), opt, scaler)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), _clip_norm(tr))
+            _optimizer_step(opt, scaler)
             ema.update(model, done + 1)
 
         clock = time.perf_counter if cuda else time.process_time

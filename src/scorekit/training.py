@@ -143,6 +143,29 @@ def _optimizer(params, tr: dict) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
+def _clip_norm(tr: dict) -> float:
+    """The gradient-norm clip of training.grad_clip (0: no clipping, the norm is still measured)."""
+    return tr["grad_clip"] if tr["grad_clip"] > 0 else 1e30
+
+
+def _backward(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler) -> None:
+    """Fresh gradients of `loss` (through the fp16 scaler, then unscaled, when there is one)."""
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+    else:
+        loss.backward()
+
+
+def _optimizer_step(opt: torch.optim.Optimizer, scaler) -> None:
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+
+
 def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     for pe, pm in zip(ema.parameters(), model.parameters()):
         pe.lerp_(pm.detach(), 1.0 - decay)
@@ -428,13 +451,8 @@ def train(
                     f"non-finite loss at step {step}; the last good checkpoint in {out_dir} is kept "
                     "(lower the learning rate, or set training.nan_policy=skip)"
                 )
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-            else:
-                loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tr["grad_clip"] if tr["grad_clip"] > 0 else 1e30)
+            _backward(loss, opt, scaler)
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), _clip_norm(tr))
             if not torch.isfinite(gnorm):
                 if tr["nan_policy"] == "skip":
                     skipped += 1
@@ -445,11 +463,7 @@ def train(
                     f"non-finite gradient at step {step}; the last good checkpoint in {out_dir} is kept "
                     "(lower the learning rate, or set training.nan_policy=skip)"
                 )
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
+            _optimizer_step(opt, scaler)
             if rank == 0:
                 ema.update(model, step + 1)
             step += 1
